@@ -1,0 +1,104 @@
+"""The adder backends: which implementations exist, where they run, and how ``backend="auto"`` chooses.
+
+A backend is a module with six functions, the forward and both gradients of the convolution and of the
+linear form (see ``reference.py`` for their contracts). ``auto`` resolves to the fastest backend that is
+available for the tensors' device; ``resolve_backend`` and ``slac backends`` show the choice.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+__all__ = ["BACKENDS", "AdderBackend", "available_backends", "get_backend", "resolve_backend"]
+
+
+_AVAILABLE: dict[str, bool] = {}
+
+
+@dataclass(frozen=True)
+class AdderBackend:
+    name: str
+    module: str  # module that implements the six functions
+    device_types: tuple[str, ...]  # device types it accepts
+    requires: tuple[str, ...] = ()  # importable packages it needs
+    description: str = ""
+
+    def is_available(self) -> bool:
+        # looked up once: resolve_backend runs inside torch.compile'd code, which cannot trace imports
+        if self.name not in _AVAILABLE:
+            _AVAILABLE[self.name] = all(importlib.util.find_spec(pkg) is not None for pkg in self.requires)
+        return _AVAILABLE[self.name]
+
+    @functools.cached_property
+    def impl(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+BACKENDS: dict[str, AdderBackend] = {
+    b.name: b
+    for b in (
+        AdderBackend(
+            "reference",
+            "slac.ops.reference",
+            ("cpu", "cuda", "meta"),
+            description="plain PyTorch, official formulation in bounded chunks (the oracle)",
+        ),
+        AdderBackend(
+            "cpu",
+            "slac.ops.cpu",
+            ("cpu",),
+            requires=("numba",),
+            description="numba direct convolution, register-tiled and parallel",
+        ),
+    )
+}
+
+for _backend in BACKENDS.values():
+    _backend.is_available()
+
+# Order of preference for backend="auto" per device type.
+_AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpu", "reference"), "cuda": ("triton", "reference")}
+
+
+def available_backends(device_type: str | None = None) -> list[str]:
+    """Names of the backends that are installed (and accept ``device_type``, when given)."""
+    return [
+        name
+        for name, b in BACKENDS.items()
+        if b.is_available() and (device_type is None or device_type in b.device_types)
+    ]
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend that ``backend`` means for tensors on ``device``; raises if it cannot run."""
+    device_type = torch.device(device).type
+    if backend == "auto":
+        for name in _AUTO_ORDER.get(device_type, ("reference",)):
+            if name in BACKENDS and BACKENDS[name].is_available():
+                return name
+        raise RuntimeError(f"no adder backend is available for device type {device_type!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    spec = BACKENDS[backend]
+    if device_type not in spec.device_types:
+        raise ValueError(
+            f"adder backend {backend!r} runs on {list(spec.device_types)} tensors, "
+            f"got {device_type} tensors; use backend='auto' or one of {available_backends(device_type)}"
+        )
+    if not spec.is_available():
+        raise RuntimeError(
+            f"adder backend {backend!r} needs {list(spec.requires)}, which is not installed "
+            f"(pip install {' '.join(spec.requires)})"
+        )
+    return backend
+
+
+def get_backend(name: str) -> ModuleType:
+    """The implementing module of a concrete backend name (no 'auto')."""
+    return BACKENDS[name].impl

@@ -1,0 +1,108 @@
+"""Every fast backend against the reference: outputs, input and weight gradients, random upstream gradient."""
+
+import itertools
+
+import pytest
+import torch
+
+from conftest import assert_close
+from slac import functional
+from slac.ops import available_backends
+
+FAST_CPU_BACKENDS = [b for b in available_backends("cpu") if b != "reference"]
+DTYPES = [torch.float64, torch.float32]
+
+
+def _grid():
+    cases = []
+    for kernel, stride, padding, dilation, groups in itertools.product(
+        (1, 3, 5), (1, 2), (0, 1, 2), (1, 2), (1, 2, 4)
+    ):
+        if kernel == 1 and dilation == 2:
+            continue  # dilation does nothing to a 1x1 kernel
+        cases.append((kernel, stride, padding, dilation, groups))
+    return cases
+
+
+def _case_id(case):
+    k, s, p, d, g = case
+    return f"k{k}-s{s}-p{p}-d{d}-g{g}"
+
+
+def _run(backend, x, w, conv, gy):
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    y = functional.adder2d(x, w, None, *conv, backend=backend)
+    y.backward(gy)
+    return y.detach(), x.grad, w.grad
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", _grid(), ids=_case_id)
+def test_adder2d_matches_reference(backend, dtype, case):
+    kernel, stride, padding, dilation, groups = case
+    batch = 1 if (kernel + stride + padding) % 2 else 3  # both batch 1 and larger batches are covered
+    x = torch.randn(batch, 8, 11, 10, dtype=dtype) * 1.5  # odd sizes; |w - x| > 1 often
+    w = torch.randn(12, 8 // groups, kernel, kernel, dtype=dtype)
+    conv = (stride, padding, dilation, groups)
+    y_ref = functional.adder2d(x, w, None, *conv, backend="reference")
+    gy = torch.randn_like(y_ref)
+    y, dx, dw = _run(backend, x, w, conv, gy)
+    _, dx_ref, dw_ref = _run("reference", x, w, conv, gy)
+    assert_close(y, y_ref, w[0].numel(), "forward")
+    assert_close(dx, dx_ref, w.shape[0] * kernel * kernel, "grad input")
+    assert_close(dw, dw_ref, y_ref[:, 0].numel(), "grad weight")
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (33, 130, 17), (4, 1023, 9)], ids=str)
+def test_adder_linear_matches_reference(backend, dtype, shape):
+    n, k, o = shape
+    x = torch.randn(n, k, dtype=dtype, requires_grad=True)
+    w = torch.randn(o, k, dtype=dtype, requires_grad=True)
+    gy = torch.randn(n, o, dtype=dtype)
+    results = {}
+    for name in (backend, "reference"):
+        x.grad = w.grad = None
+        y = functional.adder_linear(x, w, backend=name)
+        y.backward(gy)
+        results[name] = (y.detach(), x.grad.clone(), w.grad.clone())
+    (y, dx, dw), (y_ref, dx_ref, dw_ref) = results[backend], results["reference"]
+    assert_close(y, y_ref, k, "forward")
+    assert_close(dx, dx_ref, o, "grad input")
+    assert_close(dw, dw_ref, n, "grad weight")
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+def test_realistic_layer_matches_reference(backend):
+    # a ResNet-20 stage-2 layer at a small batch, channels >= 16 (the kernels' vectorized paths)
+    x = torch.randn(2, 32, 16, 16)
+    w = torch.randn(64, 32, 3, 3)
+    y_ref = functional.adder2d(x, w, None, 2, 1, backend="reference")
+    gy = torch.randn_like(y_ref)
+    y, dx, dw = _run(backend, x, w, (2, 1, 1, 1), gy)
+    _, dx_ref, dw_ref = _run("reference", x, w, (2, 1, 1, 1), gy)
+    assert_close(y, y_ref, 288, "forward")
+    assert_close(dx, dx_ref, 64 * 9, "grad input")
+    assert_close(dw, dw_ref, 64, "grad weight")
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+def test_non_contiguous_inputs(backend):
+    x = torch.randn(3, 10, 9, 6).permute(0, 1, 3, 2)[:, ::2]  # strided and transposed
+    w = torch.randn(4, 5, 3, 3).transpose(2, 3)
+    expected = functional.adder2d(x.contiguous(), w.contiguous(), backend="reference")
+    assert_close(functional.adder2d(x, w, backend=backend), expected, 45)
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert_close(functional.adder2d(channels_last, w, backend=backend), expected, 45)
+
+
+@pytest.mark.parametrize("backend", FAST_CPU_BACKENDS)
+def test_nan_propagates(backend):
+    x = torch.randn(1, 2, 6, 6)
+    x[0, 1, 2, 2] = float("nan")
+    y = functional.adder2d(x, torch.randn(3, 2, 3, 3), backend=backend)  # (1, 3, 4, 4)
+    assert y[0, :, :3, :3].isnan().all()  # every window that sees the NaN
+    assert not y[0, :, 3, :].isnan().any() and not y[0, :, :, 3].isnan().any()
