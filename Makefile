@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test train bench lint format clean
+.PHONY: setup test run bench lint format clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-train: setup
-	$(BIN)/slac train
+# The main job. Until training lands it is the adder benchmark on this machine.
+run: setup
+	$(BIN)/slac bench adder
 
 bench: setup
 	$(BIN)/slac bench adder

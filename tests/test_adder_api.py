@@ -154,9 +154,9 @@ def test_torch_compile_fullgraph_matches_eager():
     eager_out.square().sum().backward()
     eager_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(model, fullgraph=True)  # inductor: traces the fake kernels, runs the real ones
     out = compiled(x)
     out.square().sum().backward()
     assert_close(out, eager_out, 288)
     for g, e in zip((p.grad for p in model.parameters()), eager_grads, strict=True):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
