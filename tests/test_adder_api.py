@@ -135,7 +135,7 @@ def test_adder2d_module_bad_arguments(kwargs, match):
 
 
 # --- registration -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", available_backends("cpu"))
+@pytest.mark.parametrize("backend", available_backends("cpu", interpreted=False))
 def test_opcheck(backend):
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)

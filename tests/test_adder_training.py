@@ -29,15 +29,23 @@ def _adder_net(backend):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", [b for b in available_backends("cpu") if b != "reference"])
-def test_adder_network_learns_digits(backend):
-    (x_train, y_train), (x_test, y_test) = _digits()
-    model = _adder_net(backend)
+def _fast_backends():
+    """(backend, device) for every fast backend that runs natively here: cpu on the CPU, triton on CUDA."""
+    cases = [(b, "cpu") for b in available_backends("cpu", interpreted=False) if b != "reference"]
+    if torch.cuda.is_available():
+        cases += [(b, "cuda") for b in available_backends("cuda", interpreted=False) if b != "reference"]
+    return cases
+
+
+@pytest.mark.parametrize("backend,device", _fast_backends(), ids=lambda v: str(v))
+def test_adder_network_learns_digits(backend, device):
+    (x_train, y_train), (x_test, y_test) = (tuple(t.to(device) for t in split) for split in _digits())
+    model = _adder_net(backend).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     epochs, batch = 6, 64
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * (len(y_train) // batch))
     for _ in range(epochs):
-        perm = torch.randperm(len(y_train))
+        perm = torch.randperm(len(y_train), device=device)
         for start in range(0, len(y_train) - batch + 1, batch):
             idx = perm[start : start + batch]
             loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])

@@ -10,9 +10,10 @@ gradients: the full-precision weight gradient sum G * (X - W) and the HardTanh-c
 sum G * clamp(W - X, -1, 1). Layers built on these functions are in ``slac.nn``.
 
 Backends: ``"auto"`` (the fastest available for the tensors' device; see ``slac.ops.resolve_backend``),
-``"cpu"`` (numba kernels), ``"reference"`` (plain PyTorch, the oracle). float32 and float64 are computed
-as they are; float16 and bfloat16 inputs are computed in float32 and the result is cast back, and under
-autocast the layer runs and returns float32.
+``"cpu"`` (numba kernels), ``"triton"`` (GPU kernels), ``"reference"`` (plain PyTorch, the oracle).
+float32 and float64 are computed as they are. float16 and bfloat16 inputs are accumulated in float32
+and the result is returned in the input dtype (the triton backend reads half inputs directly; the others
+cast them to float32 first). Under autocast the layer runs in float32 and returns float32.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from slac.ops import library
-from slac.ops.backends import resolve_backend
+from slac.ops.backends import BACKENDS, resolve_backend
 
 __all__ = ["adder2d", "adder_linear"]
 
@@ -68,9 +69,13 @@ def _check_operands(input: Tensor, weight: Tensor, bias: Tensor | None, out_feat
         )
 
 
-def _compute_dtype(input: Tensor) -> torch.dtype | None:
-    """The dtype to cast to before the op (half types outside autocast), or None."""
-    if input.dtype in _HALF and not torch.is_autocast_enabled(input.device.type):
+def _compute_dtype(input: Tensor, backend: str) -> torch.dtype | None:
+    """The dtype to cast to before the op (half types, outside autocast, for backends that need it)."""
+    if (
+        input.dtype in _HALF
+        and not BACKENDS[backend].native_half
+        and not torch.is_autocast_enabled(input.device.type)
+    ):
         return torch.float32
     return None
 
@@ -122,7 +127,7 @@ def adder2d(
     _check_operands(input, weight, bias, out_channels)
     name = resolve_backend(backend, input.device)
 
-    cast = _compute_dtype(input)
+    cast = _compute_dtype(input, name)
     x, w = (input, weight) if cast is None else (input.to(cast), weight.to(cast))
     out = library.adder2d(x, w, stride_, padding_, dilation_, groups, name)
     if cast is not None:
@@ -148,7 +153,7 @@ def adder_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, back
     name = resolve_backend(backend, input.device)
 
     leading = input.shape[:-1]
-    cast = _compute_dtype(input)
+    cast = _compute_dtype(input, name)
     x, w = input.reshape(-1, input.shape[-1]), weight
     if cast is not None:
         x, w = x.to(cast), w.to(cast)

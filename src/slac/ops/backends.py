@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -19,6 +20,7 @@ __all__ = ["BACKENDS", "AdderBackend", "available_backends", "get_backend", "res
 
 
 _AVAILABLE: dict[str, bool] = {}
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class AdderBackend:
     module: str  # module that implements the six functions
     device_types: tuple[str, ...]  # device types it accepts
     requires: tuple[str, ...] = ()  # importable packages it needs
+    native_half: bool = False  # reads float16/bfloat16 itself (else they are cast to float32 first)
+    interpreted: tuple[str, ...] = ()  # device types it reaches only through an interpreter (slow)
     description: str = ""
 
     def is_available(self) -> bool:
@@ -56,6 +60,16 @@ BACKENDS: dict[str, AdderBackend] = {
             requires=("numba",),
             description="numba direct convolution, register-tiled and parallel",
         ),
+        AdderBackend(
+            "triton",
+            "slac.ops.triton_kernels",
+            # CPU tensors only through Triton's interpreter (TRITON_INTERPRET=1): slow, for tests
+            ("cuda", "cpu") if _TRITON_INTERPRET else ("cuda",),
+            requires=("triton",),
+            interpreted=("cpu",) if _TRITON_INTERPRET else (),
+            native_half=True,
+            description="Triton implicit-GEMM kernels (float32 accumulation)",
+        ),
     )
 }
 
@@ -66,12 +80,18 @@ for _backend in BACKENDS.values():
 _AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpu", "reference"), "cuda": ("triton", "reference")}
 
 
-def available_backends(device_type: str | None = None) -> list[str]:
-    """Names of the backends that are installed (and accept ``device_type``, when given)."""
+def available_backends(device_type: str | None = None, interpreted: bool = True) -> list[str]:
+    """Names of the backends that are installed (and accept ``device_type``, when given).
+
+    ``interpreted=False`` leaves out a backend that reaches ``device_type`` only through an interpreter
+    (Triton's kernels on CPU tensors under TRITON_INTERPRET=1).
+    """
     return [
         name
         for name, b in BACKENDS.items()
-        if b.is_available() and (device_type is None or device_type in b.device_types)
+        if b.is_available()
+        and (device_type is None or device_type in b.device_types)
+        and (interpreted or device_type not in b.interpreted)
     ]
 
 

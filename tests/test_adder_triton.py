@@ -1,0 +1,137 @@
+"""The Triton backend against the reference. Without a GPU the kernels run under TRITON_INTERPRET=1 on
+small shapes (the interpreter is slow); the tests marked ``cuda`` run large shapes and half types on a GPU.
+"""
+
+import pytest
+import torch
+
+from conftest import assert_close
+from slac import functional
+from slac.ops import available_backends
+
+pytestmark = pytest.mark.skipif("triton" not in available_backends(), reason="triton is not installed")
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+# (kernel, stride, padding, dilation, groups, batch): every value of the CPU grid appears, scaled down
+CASES = [
+    (3, 1, 1, 1, 1, 2),
+    (3, 2, 1, 1, 1, 1),
+    (3, 1, 0, 2, 2, 2),
+    (3, 2, 2, 2, 4, 1),
+    (1, 1, 0, 1, 1, 2),
+    (1, 2, 0, 1, 2, 1),
+    (1, 2, 1, 1, 4, 2),
+    (5, 1, 2, 1, 1, 1),
+    (5, 2, 2, 2, 2, 2),
+    (5, 1, 0, 1, 4, 1),
+]
+
+
+def _case_id(case):
+    k, s, p, d, g, b = case
+    return f"k{k}-s{s}-p{p}-d{d}-g{g}-b{b}"
+
+
+def _grads(backend, x, w, conv, gy):
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    y = functional.adder2d(x, w, None, *conv, backend=backend)
+    y.backward(gy)
+    return y.detach(), x.grad, w.grad
+
+
+def _compare(x, w, conv, what=""):
+    y_ref = functional.adder2d(x.double(), w.double(), None, *conv, backend="reference")
+    gy = torch.randn_like(y_ref)
+    y, dx, dw = _grads("triton", x, w, conv, gy.to(x.dtype))
+    _, dx_ref, dw_ref = _grads("reference", x.double(), w.double(), conv, gy)
+    k = w[0].numel()
+    if x.dtype in (torch.float64, torch.float32):
+        assert_close(y, y_ref.to(x.dtype), k, f"{what} forward")
+        assert_close(dx, dx_ref.to(x.dtype), w.shape[0] * w.shape[-1] ** 2, f"{what} grad input")
+        assert_close(dw, dw_ref.to(x.dtype), y_ref[:, 0].numel(), f"{what} grad weight")
+    else:  # half inputs, float32 accumulation: only the final rounding (and the inputs') differ
+        for a, b, name in ((y, y_ref, "forward"), (dx, dx_ref, "grad input"), (dw, dw_ref, "grad weight")):
+            torch.testing.assert_close(a.double(), b, rtol=1e-2, atol=1e-2 * b.abs().max().item(),
+                                       msg=lambda m, n=name: f"{what} {n}: {m}")  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_triton_adder2d_matches_reference(case, dtype):
+    kernel, stride, padding, dilation, groups, batch = case
+    x = torch.randn(batch, 4, 9, 8, dtype=dtype, device=DEVICE) * 1.5
+    w = torch.randn(8, 4 // groups, kernel, kernel, dtype=dtype, device=DEVICE)
+    _compare(x, w, (stride, padding, dilation, groups))
+
+
+def test_triton_reads_channels_last_and_strided_inputs():
+    x = torch.randn(2, 6, 7, 9, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 6, 3, 3, device=DEVICE)
+    _compare(x, w, (1, 1, 1, 1), "channels_last")
+    _compare(torch.randn(2, 6, 9, 7, device=DEVICE).transpose(2, 3), w, (2, 1, 1, 1), "transposed")
+
+
+def test_triton_float16_accumulates_in_float32():
+    x = torch.randn(2, 4, 6, 6, device=DEVICE).half()
+    w = torch.randn(6, 4, 3, 3, device=DEVICE).half()
+    y = functional.adder2d(x, w, padding=1, backend="triton")
+    assert y.dtype == torch.float16
+    _compare(x, w, (1, 1, 1, 1), "float16")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (9, 40, 17)], ids=str)
+def test_triton_adder_linear(shape):
+    n, k, o = shape
+    x = torch.randn(n, k, device=DEVICE, requires_grad=True)
+    w = torch.randn(o, k, device=DEVICE, requires_grad=True)
+    gy = torch.randn(n, o, device=DEVICE)
+    functional.adder_linear(x, w, backend="triton").backward(gy)
+    dx, dw = x.grad, w.grad
+    x.grad = w.grad = None
+    y_ref = functional.adder_linear(x, w, backend="reference")
+    y_ref.backward(gy)
+    assert_close(functional.adder_linear(x, w, backend="triton"), y_ref.detach(), k)
+    assert_close(dx, x.grad, o)
+    assert_close(dw, w.grad, n)
+
+
+def test_triton_opcheck():
+    x = torch.randn(2, 4, 5, 6, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.slac.adder2d.default, (x, w, [2, 1], [1, 1], [1, 1], 2, "triton"))
+
+
+# --- GPU only ----------------------------------------------------------------------------------------------
+@needs_cuda
+@pytest.mark.cuda
+def test_auto_picks_triton_on_cuda():
+    from slac.ops import resolve_backend
+
+    assert resolve_backend("auto", "cuda") == "triton"
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "shape",
+    [(32, 16, 16, 32, 3, 1), (32, 16, 32, 32, 3, 2), (16, 64, 64, 8, 3, 1), (4, 64, 128, 56, 3, 2),
+     (4, 256, 256, 14, 3, 1), (8, 64, 128, 56, 1, 2)],
+    ids=str,
+)  # fmt: skip
+def test_triton_large_shapes(shape):
+    b, c, o, size, k, s = shape
+    x = torch.randn(b, c, size, size, device="cuda")
+    w = torch.randn(o, c, k, k, device="cuda")
+    _compare(x, w, (s, k // 2, 1, 1), "large")
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_triton_half_types_large(dtype):
+    x = torch.randn(16, 32, 16, 16, device="cuda", dtype=dtype)
+    w = torch.randn(64, 32, 3, 3, device="cuda", dtype=dtype)
+    _compare(x, w, (1, 1, 1, 1), str(dtype))
