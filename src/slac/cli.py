@@ -2,6 +2,7 @@
 
     slac backends              which adder backends exist and which one ``auto`` picks per device
     slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
+    slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def _backends(args: argparse.Namespace) -> int:
         print(f"{name:10s} {state:12s} devices: {', '.join(spec.device_types):16s} {spec.description}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        print(f"auto on {device}: {resolve_backend('auto', device)}  (available: {available_backends(device)})")
+        print(
+            f"auto on {device}: {resolve_backend('auto', device)}  (available: {available_backends(device)})"
+        )
     return 0
 
 
@@ -35,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_adder = bench.add_parser("adder", help="adder layer vs conv2d and the official formulation")
     adder.add_arguments(bench_adder)
     bench_adder.set_defaults(run=adder.main)
+
+    from slac.analysis import ops
+
+    ops_parser = commands.add_parser("ops", help="operation counts and energy of a model (Tables 1-2)")
+    ops.add_arguments(ops_parser)
+    ops_parser.set_defaults(run=ops.main)
     return parser
 
 
