@@ -1,11 +1,15 @@
-"""Adder layer benchmark: forward, backward and both, and peak memory, on the ResNet-20 CIFAR shapes.
+"""Adder layer benchmark: forward, backward and both, and peak memory, on the paper's layer shapes.
 
 Methods, all on the same input in one run: the official broadcast formulation (``slac.ops.official``),
 each adder backend that runs on the device, and ``torch.nn.functional.conv2d`` of the same shape (the
-speed a CNN layer has). Speeds are reported as ratios measured in this run, since the machines are
-shared and noisy: adder/conv2d (lower is better) and official/adder (higher is better).
+speed a CNN layer has; on CUDA three ways: float32 with TF32 off, TF32 on, and bfloat16). Speeds are
+reported as ratios measured in this run, since the machines are shared and noisy: adder/conv2d (lower is
+better) and official/adder (higher is better). On CUDA the adder's forward throughput is also given as a
+fraction of the device's ceiling of |x - w| pairs per second (``--pair-ceiling``, default the H100 SXM's
+16.7 T/s: 66.9 TFLOP/s FP32 at two instructions a pair).
 
-    slac bench adder                       # CPU, batch 64, every backend
+    slac bench adder                       # CPU: ResNet-20 CIFAR shapes at batch 64
+    slac bench adder --device cuda         # GPU: ResNet-20 at batch 256 and ResNet-18 ImageNet at 64
     slac bench adder --methods cpu conv2d  # a subset
     python benchmarks/bench_adder.py --json out.json
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass
 
@@ -63,10 +68,37 @@ RESNET20_CIFAR_SHAPES = [
 ]
 
 
+RESNET18_IMAGENET_SHAPES = [
+    LayerShape("layer1 3x3 64-64 56px", 64, 64, 56, 3, 1),
+    LayerShape("layer2 3x3 64-128 56px s2", 64, 128, 56, 3, 2),
+    LayerShape("layer2 3x3 128-128 28px", 128, 128, 28, 3, 1),
+    LayerShape("layer3 3x3 128-256 28px s2", 128, 256, 28, 3, 2),
+    LayerShape("layer3 3x3 256-256 14px", 256, 256, 14, 3, 1),
+    LayerShape("layer4 3x3 256-512 14px s2", 256, 512, 14, 3, 2),
+    LayerShape("layer4 3x3 512-512 7px", 512, 512, 7, 3, 1),
+    LayerShape("shortcut 1x1 128-256 28px s2", 128, 256, 28, 1, 2),
+]
+
+# conv2d variants on CUDA: (allow TF32, compute dtype)
+_CONV_VARIANTS = {
+    "conv2d": (False, None),
+    "conv2d-tf32": (True, None),
+    "conv2d-bf16": (False, torch.bfloat16),
+}
+
+
 def _layer_fn(method: str, shape: LayerShape):
     s, p = shape.stride, shape.padding
-    if method == "conv2d":
-        return lambda x, w: F.conv2d(x, w, stride=s, padding=p)
+    if method in _CONV_VARIANTS:
+        allow_tf32, dtype = _CONV_VARIANTS[method]
+
+        def conv(x, w):
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=allow_tf32):
+                if dtype is None:
+                    return F.conv2d(x, w, stride=s, padding=p)
+                return F.conv2d(x.to(dtype), w.to(dtype), stride=s, padding=p)
+
+        return conv
     if method == "official":
         return lambda x, w: official_adder2d(x, w, stride=s, padding=p)
     return lambda x, w: functional.adder2d(x, w, stride=s, padding=p, backend=method)
@@ -81,13 +113,16 @@ class Result:
     both_ms: float
     peak_mib: float
     peak_per_unfolded: float  # peak memory / bytes of the unfolded input
+    forward_pairs_per_s: float  # |x - w| terms (or multiply-adds) of the forward per second
 
 
 def bench_layer(
     shape: LayerShape, method: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int
 ) -> Result:
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size, device=device, dtype=dtype)
-    w = torch.randn(shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, device=device, dtype=dtype)
+    w = torch.randn(
+        shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, device=device, dtype=dtype
+    )
     x.requires_grad_()
     w.requires_grad_()
     fn = _layer_fn(method, shape)
@@ -117,7 +152,7 @@ def bench_layer(
     peak = peak_memory_bytes(both, device)
     unfolded_bytes = shape.unfolded_elements(batch) * x.element_size()
     return Result(shape.name, method, forward_s * 1e3, backward_s * 1e3, both_s * 1e3, peak / 2**20,
-                  peak / unfolded_bytes)  # fmt: skip
+                  peak / unfolded_bytes, shape.pairs(batch) / forward_s)  # fmt: skip
 
 
 def run(
@@ -132,30 +167,46 @@ def run(
     results = []
     for shape in shapes:
         for method in methods:
-            r = bench_layer(shape, method, batch, device, dtype, repeats if method != "official" else 2)
+            try:
+                r = bench_layer(shape, method, batch, device, dtype, repeats if method != "official" else 2)
+            except torch.OutOfMemoryError:  # the official formulation on large layers: a result, not a crash
+                progress(f"  {shape.name:28s} {method:10s} out of memory")
+                nan = float("nan")
+                results.append(Result(shape.name, method, nan, nan, nan, nan, nan, nan))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             progress(f"  {shape.name:28s} {method:10s} both {r.both_ms:9.2f} ms  peak {r.peak_mib:8.1f} MiB")
             results.append(r)
     return results
 
 
-def format_table(results: list[Result], batch: int) -> str:
+def format_table(results: list[Result], batch: int, pair_ceiling: float | None = None) -> str:
     """Markdown table with ratios against conv2d and the official formulation of the same layer."""
     by_layer: dict[str, dict[str, Result]] = {}
     for r in results:
         by_layer.setdefault(r.layer, {})[r.method] = r
     lines = [
         f"| layer (batch {batch}) | method | forward ms | backward ms | fwd+bwd ms | fwd+bwd / conv2d "
-        "| official / method | peak MiB | peak / unfolded input |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| official / method | peak MiB | peak / unfolded input | forward T pairs/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if pair_ceiling:
+        lines[0] += " of ceiling |"
+        lines[1] += "---:|"
     for layer, methods in by_layer.items():
         conv, official = methods.get("conv2d"), methods.get("official")
         for method, r in methods.items():
+            if math.isnan(r.both_ms):
+                lines.append(f"| {layer} | {method} | out of memory |" + " |" * (8 if pair_ceiling else 7))
+                continue
             vs_conv = f"{r.both_ms / conv.both_ms:.2f}x" if conv else "-"
             vs_official = f"{official.both_ms / r.both_ms:.1f}x" if official else "-"
             lines.append(
-                f"| {layer} | {method} | {r.forward_ms:.2f} | {r.backward_ms:.2f} | {r.both_ms:.2f} | {vs_conv} "
-                f"| {vs_official} | {r.peak_mib:.1f} | {r.peak_per_unfolded:.2f} |"
+                f"| {layer} | {method} | {r.forward_ms:.2f} | {r.backward_ms:.2f} | {r.both_ms:.2f} "
+                f"| {vs_conv} | {vs_official} | {r.peak_mib:.1f} | {r.peak_per_unfolded:.2f} "
+                f"| {r.forward_pairs_per_s / 1e12:.3f} |"
+                + (f" {r.forward_pairs_per_s / pair_ceiling:.0%} |" if pair_ceiling else "")
             )
     return "\n".join(lines)
 
@@ -165,12 +216,16 @@ def summary(results: list[Result]) -> str:
     by_layer: dict[str, dict[str, Result]] = {}
     for r in results:
         by_layer.setdefault(r.layer, {})[r.method] = r
-    methods = sorted({r.method for r in results} - {"conv2d", "official"})
+    methods = sorted({r.method for r in results} - {"official", *_CONV_VARIANTS})
     out = []
     for m in methods:
         vs_conv = [d[m].both_ms / d["conv2d"].both_ms for d in by_layer.values() if m in d and "conv2d" in d]
-        vs_off = [d["official"].both_ms / d[m].both_ms for d in by_layer.values() if m in d and "official" in d]
-        mem = [d["official"].peak_mib / d[m].peak_mib for d in by_layer.values() if m in d and "official" in d]
+        vs_off = [
+            d["official"].both_ms / d[m].both_ms for d in by_layer.values() if m in d and "official" in d
+        ]
+        mem = [
+            d["official"].peak_mib / d[m].peak_mib for d in by_layer.values() if m in d and "official" in d
+        ]
         parts = [f"{m}:"]
         if vs_conv:
             parts.append(f"fwd+bwd vs conv2d worst {max(vs_conv):.2f}x, best {min(vs_conv):.2f}x;")
@@ -196,36 +251,57 @@ def machine_description(device: torch.device) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 64 on CPU, 256 on CUDA)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     parser.add_argument(
         "--methods", nargs="+", default=None,
         help="subset of: official, conv2d and the adder backends (default: all that run on the device)",
     )  # fmt: skip
+    parser.add_argument(
+        "--shapes", choices=["resnet20", "resnet18"], nargs="+", default=None,
+        help="layer sets (default resnet20 on CPU; resnet20 and resnet18 on CUDA)",
+    )  # fmt: skip
     parser.add_argument("--layers", nargs="+", type=int, default=None, help="indices of layers to run")
+    parser.add_argument("--imagenet-batch", type=int, default=64, help="batch for the resnet18 shapes")
+    parser.add_argument(
+        "--pair-ceiling", type=float, default=16.7e12,
+        help="device ceiling of |x-w| pairs/s for the CUDA report (default: H100 SXM, 16.7e12)",
+    )  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
 
 
 def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
-    if args.batch < 1 or args.repeats < 1:
-        raise SystemExit("--batch and --repeats must be positive")
-    known = ["official", *available_backends(device.type), "conv2d"]
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    batch = args.batch or (256 if cuda else 64)
+    if batch < 1 or args.repeats < 1 or args.imagenet_batch < 1:
+        raise SystemExit("--batch, --imagenet-batch and --repeats must be positive")
+    known = ["official", *available_backends(device.type), *(_CONV_VARIANTS if cuda else ["conv2d"])]
     methods = args.methods or known
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise SystemExit(f"unknown or unavailable methods {unknown} on {device.type}; choose from {known}")
-    shapes = RESNET20_CIFAR_SHAPES
-    if args.layers is not None:
-        shapes = [shapes[i] for i in args.layers]
+    sets = args.shapes or (["resnet20", "resnet18"] if cuda else ["resnet20"])
     print(f"adder benchmark on {machine_description(device)}")
-    results = run(shapes, methods, args.batch, device, repeats=args.repeats)
+    report, everything = [], []
+    for name in sets:
+        shapes, set_batch = (
+            (RESNET20_CIFAR_SHAPES, batch)
+            if name == "resnet20"
+            else (RESNET18_IMAGENET_SHAPES, args.imagenet_batch)
+        )
+        if args.layers is not None:
+            shapes = [shapes[i] for i in args.layers if i < len(shapes)]
+        results = run(shapes, methods, set_batch, device, repeats=args.repeats)
+        everything.append({"shapes": name, "batch": set_batch, "results": [asdict(r) for r in results]})
+        report += [f"### {name} layer shapes, batch {set_batch}", "",
+                   format_table(results, set_batch, args.pair_ceiling if cuda else None), "",
+                   summary(results), ""]  # fmt: skip
     print()
-    print(format_table(results, args.batch))
-    print()
-    print(summary(results))
+    print("\n".join(report))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_description(device), "batch": args.batch,
-                       "results": [asdict(r) for r in results]}, f, indent=1)  # fmt: skip
+            json.dump({"machine": machine_description(device), "sets": everything}, f, indent=1)
     return 0
