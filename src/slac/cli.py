@@ -1,8 +1,9 @@
 """The ``slac`` command: a thin shell over the library.
 
-    slac backends              which adder backends exist and which one ``auto`` picks per device
-    slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
-    slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
+slac backends              which adder backends exist and which one ``auto`` picks per device
+slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
+slac bench step [...]      one training step of a model in CNN vs ANN form (images/s)
+slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_adder = bench.add_parser("adder", help="adder layer vs conv2d and the official formulation")
     adder.add_arguments(bench_adder)
     bench_adder.set_defaults(run=adder.main)
+    from slac.bench import step
+
+    bench_step = bench.add_parser("step", help="one training step of a model in CNN vs ANN form")
+    step.add_arguments(bench_step)
+    bench_step.set_defaults(run=step.main)
 
     from slac.analysis import ops
 

@@ -20,13 +20,14 @@ import argparse
 import json
 import math
 import platform
+import statistics
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from slac import functional
-from slac.bench.measure import peak_memory_bytes, time_call
+from slac.bench.measure import peak_memory_bytes, time_once
 from slac.ops import available_backends
 from slac.ops.official import official_adder2d
 
@@ -116,43 +117,43 @@ class Result:
     forward_pairs_per_s: float  # |x - w| terms (or multiply-adds) of the forward per second
 
 
-def bench_layer(
-    shape: LayerShape, method: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int
-) -> Result:
-    x = torch.randn(batch, shape.in_channels, shape.size, shape.size, device=device, dtype=dtype)
-    w = torch.randn(
-        shape.out_channels, shape.in_channels, shape.kernel, shape.kernel, device=device, dtype=dtype
-    )
-    x.requires_grad_()
-    w.requires_grad_()
-    fn = _layer_fn(method, shape)
-    grad = torch.randn_like(fn(x, w))
+class _Case:
+    """One method on one layer: its inputs, the three timed steps and the times collected so far."""
 
-    def forward():
-        return fn(x, w)
+    def __init__(self, shape: LayerShape, method: str, batch: int, device: torch.device, dtype: torch.dtype):
+        self.shape, self.method, self.batch, self.device = shape, method, batch, device
+        size = (shape.out_channels, shape.in_channels, shape.kernel, shape.kernel)
+        self.x = torch.randn(batch, shape.in_channels, shape.size, shape.size, device=device, dtype=dtype)
+        self.w = torch.randn(size, device=device, dtype=dtype)
+        self.x.requires_grad_()
+        self.w.requires_grad_()
+        self.fn = _layer_fn(method, shape)
+        self.grad = torch.randn_like(self.fn(self.x, self.w))
+        self.times: dict[str, list[float]] = {"forward": [], "backward": [], "both": []}
+        self.both()  # warm-up: kernels compiled and autotuned, caches filled
 
-    def both():
-        x.grad = w.grad = None
-        fn(x, w).backward(grad)
+    def forward(self):
+        return self.fn(self.x, self.w)
 
-    forward_s = time_call(forward, device, repeats)
-    both_s = time_call(both, device, repeats)
-    # backward alone: time forward+backward minus a forward, measured in the same loop
-    outputs = []
+    def backward(self, output):
+        output.backward(self.grad)
 
-    def backward_only():
-        outputs.pop().backward(grad)
+    def both(self):
+        self.x.grad = self.w.grad = None
+        self.fn(self.x, self.w).backward(self.grad)
 
-    def prepare_and_backward():
-        outputs.append(forward())
-        backward_only()
+    def time_round(self) -> None:
+        self.times["forward"].append(time_once(self.forward, self.device))
+        self.times["backward"].append(time_once(self.backward, self.device, setup=self.forward))
+        self.times["both"].append(time_once(self.both, self.device))
 
-    backward_s = max(0.0, time_call(prepare_and_backward, device, repeats) - forward_s)
-    x.grad = w.grad = None
-    peak = peak_memory_bytes(both, device)
-    unfolded_bytes = shape.unfolded_elements(batch) * x.element_size()
-    return Result(shape.name, method, forward_s * 1e3, backward_s * 1e3, both_s * 1e3, peak / 2**20,
-                  peak / unfolded_bytes, shape.pairs(batch) / forward_s)  # fmt: skip
+    def result(self) -> Result:
+        forward, backward, both = (statistics.median(self.times[k]) for k in ("forward", "backward", "both"))
+        self.x.grad = self.w.grad = None
+        peak = peak_memory_bytes(self.both, self.device)
+        unfolded_bytes = self.shape.unfolded_elements(self.batch) * self.x.element_size()
+        return Result(self.shape.name, self.method, forward * 1e3, backward * 1e3, both * 1e3, peak / 2**20,
+                      peak / unfolded_bytes, self.shape.pairs(self.batch) / forward)  # fmt: skip
 
 
 def run(
@@ -164,20 +165,33 @@ def run(
     repeats: int = 5,
     progress=print,
 ) -> list[Result]:
+    """Time every method on every layer. Per layer, the methods are timed in interleaved rounds (each
+    round times each method once), so a change in the machine's load affects them alike; medians are
+    reported. The official formulation, which takes seconds per call, is timed in the first 2 rounds."""
     results = []
     for shape in shapes:
+        cases: dict[str, _Case | None] = {}
         for method in methods:
             try:
-                r = bench_layer(shape, method, batch, device, dtype, repeats if method != "official" else 2)
+                cases[method] = _Case(shape, method, batch, device, dtype)
             except torch.OutOfMemoryError:  # the official formulation on large layers: a result, not a crash
-                progress(f"  {shape.name:28s} {method:10s} out of memory")
-                nan = float("nan")
-                results.append(Result(shape.name, method, nan, nan, nan, nan, nan, nan))
+                cases[method] = None
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+        for round_ in range(repeats):
+            for method, case in cases.items():
+                if case is not None and (method != "official" or round_ < 2):
+                    case.time_round()
+        for method, case in cases.items():
+            if case is None:
+                progress(f"  {shape.name:28s} {method:12s} out of memory")
+                nan = float("nan")
+                results.append(Result(shape.name, method, nan, nan, nan, nan, nan, nan))
                 continue
-            progress(f"  {shape.name:28s} {method:10s} both {r.both_ms:9.2f} ms  peak {r.peak_mib:8.1f} MiB")
+            r = case.result()
+            progress(f"  {shape.name:28s} {method:12s} both {r.both_ms:9.2f} ms  peak {r.peak_mib:8.1f} MiB")
             results.append(r)
+        del cases
     return results
 
 
@@ -275,11 +289,13 @@ def main(args: argparse.Namespace) -> int:
     cuda = device.type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch")
-    batch = args.batch or (256 if cuda else 64)
+    batch = args.batch if args.batch is not None else (256 if cuda else 64)
     if batch < 1 or args.repeats < 1 or args.imagenet_batch < 1:
         raise SystemExit("--batch, --imagenet-batch and --repeats must be positive")
-    known = ["official", *available_backends(device.type), *(_CONV_VARIANTS if cuda else ["conv2d"])]
-    methods = args.methods or known
+    conv = list(_CONV_VARIANTS) if cuda else ["conv2d"]
+    known = ["official", *available_backends(device.type), *conv]
+    # by default no backend that only an interpreter runs here (Triton on CPU tensors): name it to time it
+    methods = args.methods or ["official", *available_backends(device.type, interpreted=False), *conv]
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise SystemExit(f"unknown or unavailable methods {unknown} on {device.type}; choose from {known}")

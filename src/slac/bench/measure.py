@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["peak_memory_bytes", "time_call"]
+__all__ = ["peak_memory_bytes", "time_call", "time_once"]
 
 
 @contextlib.contextmanager
@@ -36,25 +36,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_once(
+    fn: Callable[..., object], device: torch.device, setup: Callable[[], object] | None = None
+) -> float:
+    """Seconds one ``fn()`` takes (``fn(setup())`` when ``setup`` is given; setup itself is not timed)."""
+    args = () if setup is None else (setup(),)
+    _sync(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1e3
+    start_s = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start_s
+
+
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            start_s = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start_s)
-    return statistics.median(times)
+    return statistics.median(time_once(fn, device) for _ in range(repeats))
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
@@ -83,9 +87,10 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
             events = json.load(f)["traceEvents"]
     finally:
         os.unlink(path)
-    totals = [
-        e["args"]["Total Allocated"]
-        for e in events
-        if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0
-    ]
-    return max([0, *totals])
+    memory = [e["args"] for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0]
+    if not memory:
+        return 0
+    # "Total Allocated" counts from the process's first profiled allocation, not from this window:
+    # the baseline is the total just before the window's first event.
+    baseline = memory[0]["Total Allocated"] - memory[0]["Bytes"]
+    return max(0, max(m["Total Allocated"] for m in memory) - baseline)

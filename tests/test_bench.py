@@ -1,0 +1,85 @@
+"""The benchmark code: measurement helpers, tables, and the `slac bench` commands on tiny settings."""
+
+import math
+
+import pytest
+import torch
+
+from slac.bench import adder
+from slac.bench.measure import peak_memory_bytes, time_call
+from slac.cli import main
+
+
+def test_peak_memory_sees_a_temporary_and_only_this_window():
+    n = 1 << 20  # 4 MiB of float32, freed before the function returns
+    kept = []
+
+    def work():
+        t = torch.ones(n)
+        return float(t.sum())
+
+    # memory allocated in an earlier measured window and kept must not count in the next one
+    assert 16 * n <= peak_memory_bytes(lambda: kept.append(torch.ones(4 * n)), torch.device("cpu")) < 20 * n
+    peak = peak_memory_bytes(work, torch.device("cpu"))
+    assert 4 * n <= peak < 8 * n
+
+
+def test_time_call_is_positive_and_small():
+    assert 0 < time_call(lambda: sum(range(1000)), torch.device("cpu"), repeats=3) < 1
+
+
+def test_layer_shape_arithmetic():
+    shape = adder.LayerShape("t", 16, 32, 32, 3, 2)
+    assert shape.padding == 1 and shape.output_size() == 16
+    assert shape.unfolded_elements(2) == 2 * 16 * 9 * 16 * 16
+    assert shape.pairs(2) == shape.unfolded_elements(2) * 32
+
+
+def _result(layer, method, both, peak=10.0):
+    return adder.Result(layer, method, both / 2, both / 2, both, peak, 1.0, 1e9)
+
+
+def test_table_and_summary_ratios():
+    results = [
+        _result("a", "official", 100.0, peak=400.0), _result("a", "cpu", 4.0, peak=8.0),
+        _result("a", "conv2d", 2.0), _result("b", "official", 50.0, peak=200.0),
+        _result("b", "cpu", 5.0, peak=4.0), _result("b", "conv2d", 4.0),
+    ]  # fmt: skip
+    table = adder.format_table(results, batch=8)
+    assert "| a | cpu | 2.00 | 2.00 | 4.00 | 2.00x | 25.0x |" in table
+    summary = adder.summary(results)
+    assert "fwd+bwd vs conv2d worst 2.00x, best 1.25x" in summary
+    assert "speed-up over official at least 10.0x" in summary
+    assert "official peak memory / method's at least 50.0x" in summary
+
+
+def test_out_of_memory_rows_are_reported_not_averaged():
+    nan = float("nan")
+    results = [adder.Result("a", "official", nan, nan, nan, nan, nan, nan), _result("a", "cpu", 4.0)]
+    assert "| a | official | out of memory |" in adder.format_table(results, batch=8)
+    assert "official" not in adder.summary(results).split(":")[0]
+    assert not any(
+        math.isnan(float(tok.rstrip("x;"))) for tok in adder.summary(results).split() if tok[0].isdigit()
+    )
+
+
+def test_bench_adder_command(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "adder", "--methods", "cpu", "conv2d", "--layers", "5", "--batch", "2", "--repeats", "1"]
+    assert main([*args, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| shortcut 1x1 16-32 32px s2 | cpu |" in printed and out.stat().st_size > 0
+
+
+def test_bench_step_command(capsys):
+    assert main(["bench", "step", "--models", "lenet", "--batch", "4", "--steps", "1"]) == 0
+    assert "| lenet | linear | 4 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [(["--methods", "nonsense"], "unknown or unavailable methods"), (["--batch", "0"], "must be positive")],
+)
+def test_bench_adder_bad_arguments(args, match):
+    with pytest.raises(SystemExit, match=match):
+        main(["bench", "adder", *args])
