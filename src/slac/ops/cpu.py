@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from numba import njit, prange
 from torch import Tensor
 
+from slac.ops.geometry import linear_as_conv, output_size
+
 # reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _ROWS = 4  # pixels per register tile (2, 4, 6 and 8 measured; 4 is best or equal best on AVX2)
@@ -171,13 +173,6 @@ def _padded_channels_last(input: Tensor, padding) -> Tensor:
     return F.pad(input, (padding[1], padding[1], padding[0], padding[0])).permute(0, 2, 3, 1).contiguous()
 
 
-def _output_size(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int]:
-    return tuple(
-        (input.shape[2 + d] + 2 * padding[d] - dilation[d] * (weight.shape[2 + d] - 1) - 1) // stride[d] + 1
-        for d in range(2)
-    )
-
-
 def _one(t: Tensor) -> np.floating:
     return np.float32(1) if t.dtype == torch.float32 else np.float64(1)
 
@@ -185,7 +180,7 @@ def _one(t: Tensor) -> np.floating:
 def adder2d_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     _threads()
     b, o = input.shape[0], weight.shape[0]
-    ho, wo = _output_size(input, weight, stride, padding, dilation)
+    ho, wo = output_size(input, weight, stride, padding, dilation)
     cg, og = input.shape[1] // groups, o // groups
     kh, kw = weight.shape[-2:]
     out = input.new_empty(b, o, ho, wo)
@@ -248,18 +243,7 @@ def adder2d_grad_weight(
     return gemm.sub_(weight * grad.sum((0, 2, 3))[:, None, None, None])
 
 
-def linear_forward(x: Tensor, weight: Tensor) -> Tensor:
-    """(N, K), (O, K) -> (N, O)."""
-    return adder2d_forward(x[:, :, None, None], weight[:, :, None, None], (1, 1), (0, 0), (1, 1), 1)[
-        :, :, 0, 0
-    ]
-
-
-def linear_grad_input(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """(N, O), (N, K), (O, K) -> (N, K)."""
-    return adder2d_grad_input(
-        grad[:, :, None, None], x[:, :, None, None], weight[:, :, None, None], (1, 1), (0, 0), (1, 1), 1
-    )[:, :, 0, 0]
+linear_forward, linear_grad_input = linear_as_conv(adder2d_forward, adder2d_grad_input)
 
 
 def linear_grad_weight(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:

@@ -12,16 +12,9 @@ import torch
 from torch import Tensor
 
 from slac.ops.backends import get_backend
+from slac.ops.geometry import output_size
 
 __all__ = ["adder2d", "adder_linear"]
-
-
-def _output_shape(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, ...]:
-    spatial = (
-        (input.shape[2 + d] + 2 * padding[d] - dilation[d] * (weight.shape[2 + d] - 1) - 1) // stride[d] + 1
-        for d in range(2)
-    )
-    return (input.shape[0], weight.shape[0], *spatial)
 
 
 # --- convolution ---------------------------------------------------------------------------------------
@@ -43,7 +36,9 @@ def adder2d(
 
 @adder2d.register_fake
 def _(input, weight, stride, padding, dilation, groups, backend):
-    return input.new_empty(_output_shape(input, weight, stride, padding, dilation))
+    return input.new_empty(
+        input.shape[0], weight.shape[0], *output_size(input, weight, stride, padding, dilation)
+    )
 
 
 @torch.library.custom_op("slac::adder2d_grad_input", mutates_args=())

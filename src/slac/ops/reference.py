@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from slac.ops.geometry import output_size
+
 MAX_TEMPORARY_ELEMENTS = 1 << 24
 """Upper bound on the elements of one broadcast temporary (unless a single row, C_out*K, is larger)."""
 
@@ -79,13 +81,6 @@ def _unfold_groups(input: Tensor, weight: Tensor, stride, padding, dilation, gro
     return cols.reshape(groups, -1, k_per_group)
 
 
-def _output_size(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int]:
-    return tuple(
-        (input.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight.shape[2 + i] - 1) - 1) // stride[i] + 1
-        for i in range(2)
-    )
-
-
 def _grad_columns(grad: Tensor, groups: int) -> Tensor:
     """grad (B, O, Ho, Wo) -> (G, B*L, O_g)."""
     b, o = grad.shape[:2]
@@ -95,7 +90,7 @@ def _grad_columns(grad: Tensor, groups: int) -> Tensor:
 def adder2d_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     """(B, C, H, W), (O, C/G, kh, kw) -> (B, O, Ho, Wo)."""
     b, o = input.shape[0], weight.shape[0]
-    ho, wo = _output_size(input, weight, stride, padding, dilation)
+    ho, wo = output_size(input, weight, stride, padding, dilation)
     cols = _unfold_groups(input, weight, stride, padding, dilation, groups)  # (G, N, K_g)
     w = weight.reshape(groups, o // groups, -1)  # (G, O_g, K_g)
     out = torch.stack([linear_forward(cols[g], w[g]) for g in range(groups)])  # (G, N, O_g)

@@ -32,6 +32,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from slac.ops.geometry import linear_as_conv, output_size
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -185,13 +187,6 @@ def _adder2d_grad_input_kernel(
 # --- launchers ---------------------------------------------------------------------------------------
 
 
-def _output_size(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int]:
-    return tuple(
-        (input.shape[2 + d] + 2 * padding[d] - dilation[d] * (weight.shape[2 + d] - 1) - 1) // stride[d] + 1
-        for d in range(2)
-    )
-
-
 def _acc_dtype(t: Tensor) -> torch.dtype:
     """Accumulation dtype: float64 for float64 inputs, float32 for float32 and the half types."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
@@ -213,7 +208,7 @@ def _check_index_range(*tensors: Tensor) -> None:
 def _launch_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
     b = input.shape[0]
     o, cg, kh, kw = weight.shape
-    ho, wo = _output_size(input, weight, stride, padding, dilation)
+    ho, wo = output_size(input, weight, stride, padding, dilation)
     out = torch.empty(b, o, ho, wo, device=input.device, dtype=_acc_dtype(input))
     _check_index_range(input, out)
     n_pixels, og = b * ho * wo, o // groups
@@ -275,16 +270,7 @@ def adder2d_grad_weight(
     return gemm - weight * grad.sum((0, 2, 3), dtype=_acc_dtype(grad)).to(grad.dtype)[:, None, None, None]
 
 
-def linear_forward(x: Tensor, weight: Tensor) -> Tensor:
-    return adder2d_forward(x[:, :, None, None], weight[:, :, None, None], (1, 1), (0, 0), (1, 1), 1)[
-        :, :, 0, 0
-    ]
-
-
-def linear_grad_input(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    return adder2d_grad_input(
-        grad[:, :, None, None], x[:, :, None, None], weight[:, :, None, None], (1, 1), (0, 0), (1, 1), 1
-    )[:, :, 0, 0]
+linear_forward, linear_grad_input = linear_as_conv(adder2d_forward, adder2d_grad_input)
 
 
 def linear_grad_weight(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
