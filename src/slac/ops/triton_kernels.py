@@ -35,6 +35,8 @@ from torch import Tensor
 from slac.ops.geometry import linear_as_conv, output_size
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# SLAC_TRITON_AUTOTUNE=0: the first config only, no autotuning (each config is a separate compile)
+AUTOTUNE = os.environ.get("SLAC_TRITON_AUTOTUNE", "1") != "0"
 
 
 def _configs(
@@ -43,6 +45,8 @@ def _configs(
     if INTERPRET:
         m, n, k = interpreted
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=1)]
+    if not AUTOTUNE:
+        space = space[:1]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for m, n, k, w in space]
 
 
