@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from slac.nn import Adder2d, AdderLinear, BinaryConv2d, BinaryLinear
 
-__all__ = ["FORMS", "PadShortcut", "act_layer", "check_form", "conv_layer", "linear_layer"]
+__all__ = ["FORMS", "PadShortcut", "act_layer", "check_form", "conv_layer", "conv_shortcut", "linear_layer"]
 
 FORMS = ("cnn", "ann", "bnn")
 
@@ -51,6 +51,18 @@ def act_layer(form: str) -> Callable[[], nn.Module]:
     """The activation of ``form``: ReLU for cnn and ann, hardtanh for bnn (see the module docstring)."""
     check_form(form)
     return nn.Hardtanh if form == "bnn" else functools.partial(nn.ReLU, inplace=True)
+
+
+def conv_shortcut(
+    conv: Callable[..., nn.Module], in_channels: int, out_channels: int, stride: int
+) -> nn.Module | None:
+    """Option-B shortcut (He et al. 2016; official AdderNet): 1x1 ``conv`` with ``stride``, then BN.
+    None where the shape does not change (the identity)."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(
+        conv(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+    )
 
 
 class PadShortcut(nn.Module):

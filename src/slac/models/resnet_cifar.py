@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from slac.models._registry import register_model
 from slac.models.base import ClassifierModel
-from slac.models.layers import PadShortcut, act_layer, conv_layer
+from slac.models.layers import PadShortcut, act_layer, conv_layer, conv_shortcut
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32"]
 
@@ -54,12 +54,8 @@ class BasicBlock(nn.Module):
         self.conv2 = conv(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act2 = act()
-        if stride == 1 and in_channels == out_channels:
-            self.downsample = None
-        elif shortcut == "conv":
-            self.downsample = nn.Sequential(
-                conv(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
+        if shortcut == "conv" or (stride == 1 and in_channels == out_channels):
+            self.downsample = conv_shortcut(conv, in_channels, out_channels, stride)
         else:
             self.downsample = PadShortcut(in_channels, out_channels, stride)
 

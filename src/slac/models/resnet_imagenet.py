@@ -30,21 +30,15 @@ from torch import Tensor, nn
 
 from slac.models._registry import register_model
 from slac.models.base import ClassifierModel
-from slac.models.layers import act_layer, conv_layer
+from slac.models.layers import act_layer, conv_layer, conv_shortcut
+from slac.models.resnet_cifar import BasicBlock as CifarBasicBlock
 
 __all__ = ["BasicBlock", "Bottleneck", "ImageNetResNet", "resnet18", "resnet50", "resnet50_v1"]
 
 
-def _downsample(conv: Callable[..., nn.Module], in_channels: int, out_channels: int, stride: int):
-    if stride == 1 and in_channels == out_channels:
-        return None
-    return nn.Sequential(
-        conv(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-    )
-
-
-class BasicBlock(nn.Module):
-    """conv3x3(stride)-BN-act-conv3x3-BN, plus the shortcut, then act."""
+class BasicBlock(CifarBasicBlock):
+    """conv3x3(stride)-BN-act-conv3x3-BN, plus the shortcut (1x1 conv + BN where the shape changes), then
+    act: the CIFAR block with option-B shortcuts, in the ImageNet block interface."""
 
     expansion = 1
 
@@ -57,20 +51,7 @@ class BasicBlock(nn.Module):
         act: Callable[[], nn.Module],
         stride_in_1x1: bool = False,
     ) -> None:
-        super().__init__()
-        self.conv1 = conv(in_channels, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = act()
-        self.conv2 = conv(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.act2 = act()
-        self.downsample = _downsample(conv, in_channels, planes, stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act2(out + shortcut)
+        super().__init__(in_channels, planes, stride, conv, act, shortcut="conv")
 
 
 class Bottleneck(nn.Module):
@@ -99,7 +80,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv(planes, out_channels, 1, stride=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.act3 = act()
-        self.downsample = _downsample(conv, in_channels, out_channels, stride)
+        self.downsample = conv_shortcut(conv, in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
