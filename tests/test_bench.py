@@ -1,7 +1,5 @@
 """The benchmark code: measurement helpers, tables, and the `slac bench` commands on tiny settings."""
 
-import math
-
 import pytest
 import torch
 
@@ -57,10 +55,7 @@ def test_out_of_memory_rows_are_reported_not_averaged():
     nan = float("nan")
     results = [adder.Result("a", "official", nan, nan, nan, nan, nan, nan), _result("a", "cpu", 4.0)]
     assert "| a | official | out of memory |" in adder.format_table(results, batch=8)
-    assert "official" not in adder.summary(results).split(":")[0]
-    assert not any(
-        math.isnan(float(tok.rstrip("x;"))) for tok in adder.summary(results).split() if tok[0].isdigit()
-    )
+    assert "nan" not in adder.summary(results)  # the out-of-memory layer enters no ratio
 
 
 def test_bench_adder_command(capsys, tmp_path):

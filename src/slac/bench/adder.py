@@ -232,14 +232,19 @@ def summary(results: list[Result]) -> str:
         by_layer.setdefault(r.layer, {})[r.method] = r
     methods = sorted({r.method for r in results} - {"official", *_CONV_VARIANTS})
     out = []
+
+    def ratios(numerator: str, denominator: str, field: str) -> list[float]:
+        values = [
+            getattr(d[numerator], field) / getattr(d[denominator], field)
+            for d in by_layer.values()
+            if numerator in d and denominator in d
+        ]
+        return [v for v in values if not math.isnan(v)]  # a layer where the official one ran out of memory
+
     for m in methods:
-        vs_conv = [d[m].both_ms / d["conv2d"].both_ms for d in by_layer.values() if m in d and "conv2d" in d]
-        vs_off = [
-            d["official"].both_ms / d[m].both_ms for d in by_layer.values() if m in d and "official" in d
-        ]
-        mem = [
-            d["official"].peak_mib / d[m].peak_mib for d in by_layer.values() if m in d and "official" in d
-        ]
+        vs_conv = ratios(m, "conv2d", "both_ms")
+        vs_off = ratios("official", m, "both_ms")
+        mem = ratios("official", m, "peak_mib")
         parts = [f"{m}:"]
         if vs_conv:
             parts.append(f"fwd+bwd vs conv2d worst {max(vs_conv):.2f}x, best {min(vs_conv):.2f}x;")
