@@ -138,3 +138,22 @@ def test_cuda_batches_equal_cpu_batches():
     for (x1, y1), (x2, y2) in zip(cpu, gpu, strict=True):
         assert x2.is_cuda and torch.equal(y1, y2.cpu())
         torch.testing.assert_close(x1, x2.cpu())
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_shards_make_up_the_single_process_batches(world_size):
+    """Distributed training: process r takes images r::world_size of each global batch, with the same
+    crops and flips as the single process gives those images."""
+    data = tiny_rgb(n=23)
+    kwargs = {"batch_size": 6, "augment": True, "seed": 5}
+    single = epoch(DeviceLoader(data, **kwargs))
+    shards = [epoch(DeviceLoader(data, rank=r, world_size=world_size, **kwargs)) for r in range(world_size)]
+    for b, (images, labels) in enumerate(single):
+        for r in range(world_size):
+            shard_images, shard_labels = shards[r][b]
+            assert torch.equal(shard_images, images[r::world_size])
+            assert torch.equal(shard_labels, labels[r::world_size])
+    with pytest.raises(ValueError, match="rank"):
+        DeviceLoader(data, batch_size=4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="smaller than world_size"):
+        DeviceLoader(data, batch_size=1, world_size=2)

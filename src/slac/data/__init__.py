@@ -18,10 +18,11 @@ from slac.data.digits import DIGITS_SPLIT_SEED, load_digits_dataset
 from slac.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, load_imagenet
 from slac.data.loader import DeviceLoader, random_crop, random_flip
 from slac.data.mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, load_idx_dataset, read_idx
-from slac.data.registry import STREAMING, list_datasets, load_dataset
+from slac.data.registry import DATASET_SPECS, STREAMING, dataset_spec, list_datasets, load_dataset
 
 __all__ = [
     "CIFAR_SPECS",
+    "DATASET_SPECS",
     "DIGITS_SPLIT_SEED",
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
@@ -31,6 +32,7 @@ __all__ = [
     "ArrayDataset",
     "ChecksumError",
     "DeviceLoader",
+    "dataset_spec",
     "default_root",
     "imagenet_classes",
     "list_datasets",

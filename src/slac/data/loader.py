@@ -83,6 +83,9 @@ class DeviceLoader:
         device, dtype: where and in which float type the normalised images live.
         seed: seeds the loader's CPU generator (order and augmentation).
         padding, flip: override the dataset's defaults.
+        rank, world_size: distributed training: this process takes images ``rank::world_size`` of each
+            batch of ``batch_size`` (the global batch), so the processes' shards make up the batch a
+            single process would see; every process must use the same seed.
     """
 
     def __init__(
@@ -97,9 +100,19 @@ class DeviceLoader:
         padding: int | None = None,
         flip: bool | None = None,
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is smaller than world_size {world_size}: "
+                "a process would get no images"
+            )
+        self.rank, self.world_size = rank, world_size
         self.batch_size, self.shuffle, self.drop_last, self.augment = batch_size, shuffle, drop_last, augment
         self.padding = dataset.padding if padding is None else padding
         self.flip = dataset.flip if flip is None else flip
@@ -145,12 +158,13 @@ class DeviceLoader:
         start_batch, self._skip = self._skip, 0
         for b in range(start_batch, len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, order.numel())
-            index = order[lo:hi]
+            shard = slice(lo + self.rank, hi, self.world_size)  # this process's part of the global batch
+            index = order[shard]
             images = self.images[index]  # (B, C, H, W)
             if offsets is not None:
-                images = random_crop(images, self.padding, offsets[lo:hi], self.fill)
+                images = random_crop(images, self.padding, offsets[shard], self.fill)
             if flips is not None:
-                images = random_flip(images, flips[lo:hi])
+                images = random_flip(images, flips[shard])
             self._batches_done = b + 1
             yield images, self.labels[index]
         self.epoch += 1

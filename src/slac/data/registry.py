@@ -21,12 +21,29 @@ _LOADERS: dict[str, Callable[..., Any]] = {
     "cifar100": partial(load_cifar, "cifar100"),
     "imagenet": load_imagenet,
 }
+# (C, H, W) of the images and the number of classes of each dataset, known without reading any file.
+DATASET_SPECS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "imagenet": ((3, 224, 224), 1000),
+}
 # Datasets that stream from disk (torchvision datasets), not in-memory ``ArrayDataset``s.
 STREAMING = frozenset({"imagenet"})
 
 
 def list_datasets() -> list[str]:
     return sorted(_LOADERS)
+
+
+def dataset_spec(name: str) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), num_classes) of dataset ``name`` as its loader returns it (ImageNet: the 224 crop)."""
+    key = name.lower().replace("_", "-")
+    if key not in DATASET_SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    return DATASET_SPECS[key]
 
 
 def load_dataset(

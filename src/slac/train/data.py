@@ -1,0 +1,216 @@
+"""The data side of a run: the splits a recipe names, as loaders for training and evaluation.
+
+In-memory datasets (digits, MNIST, Fashion-MNIST, CIFAR) go to ``slac.data.DeviceLoader``: the split
+lives on the training device, crop and flip run there, no worker processes. Streaming datasets
+(ImageNet) go through a ``torch.utils.data.DataLoader`` with worker processes and ``StreamingLoader``'s
+resumable, sharded sampler. Both loaders have the same interface: iteration yields (images, labels) on
+the device, ``len()`` is batches per epoch, ``state_dict``/``load_state_dict`` resume inside an epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from slac.data import STREAMING, ArrayDataset, DeviceLoader, load_dataset
+from slac.train.config import ConfigError, TrainConfig
+from slac.train.distributed import Distributed
+
+__all__ = ["DataBundle", "StreamingLoader", "build_data", "load_split"]
+
+
+@dataclass
+class DataBundle:
+    train: Any  # DeviceLoader | StreamingLoader
+    test: Any  # DeviceLoader | StreamingLoader (this process's shard of the test split)
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    train_size: int  # images per epoch, all processes together
+    test_size: int
+
+
+def load_split(config: TrainConfig, split: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    if config.download:
+        if not config.dataset.startswith("cifar"):
+            raise ConfigError(f"download: only the CIFAR datasets can be downloaded, not {config.dataset!r}")
+        kwargs["download"] = True
+    return load_dataset(config.dataset, config.data_root, split, **kwargs)
+
+
+def _subset(dataset: ArrayDataset, start: int, stop: int) -> ArrayDataset:
+    return dataclasses.replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop])
+
+
+def _shard_bounds(size: int, distributed: Distributed) -> tuple[int, int]:
+    """Contiguous, nearly equal shard of ``size`` items for this process (evaluation)."""
+    return (
+        size * distributed.rank // distributed.world_size,
+        size * (distributed.rank + 1) // distributed.world_size,
+    )
+
+
+def build_data(
+    config: TrainConfig, distributed: Distributed, device: torch.device, log: Any = print
+) -> DataBundle:
+    """Loaders of the recipe's dataset: the training split sharded per batch, the test split per process."""
+    train, test = load_split(config, "train"), load_split(config, "test")
+    if config.dataset in STREAMING:
+        return _build_streaming(config, distributed, device, train, test)
+    for key, split in (("train_subset", train), ("test_subset", test)):
+        size = getattr(config, key)
+        if size is not None and size > len(split):
+            raise ConfigError(
+                f"{key}: {size} is more than the {len(split)} images of the {split.split} split"
+            )
+    if config.train_subset is not None:
+        train = _subset(train, 0, config.train_subset)
+    if config.test_subset is not None:
+        test = _subset(test, 0, config.test_subset)
+    drop_last = config.drop_last
+    remainder = len(train) % config.batch_size
+    if distributed.enabled and 0 < remainder < distributed.world_size and not drop_last:
+        log(
+            f"note: the last batch ({remainder} images) is smaller than the {distributed.world_size} "
+            "processes; it is dropped (drop_last) so that no process gets an empty batch"
+        )
+        drop_last = True
+    train_loader = DeviceLoader(
+        train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=drop_last,
+        augment=config.augment,
+        device=device,
+        seed=config.seed,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+        dtype=getattr(torch, config.dtype),
+    )
+    start, stop = _shard_bounds(len(test), distributed)
+    test_loader = DeviceLoader(
+        _subset(test, start, stop),
+        batch_size=config.eval_batch_size,
+        shuffle=False,
+        device=device,
+        dtype=getattr(torch, config.dtype),
+    )
+    used = len(train_loader) * config.batch_size if drop_last else len(train)
+    return DataBundle(train_loader, test_loader, train.image_shape, train.num_classes, used, len(test))
+
+
+class _ResumableShardSampler(torch.utils.data.Sampler):
+    """Indices of one epoch: a permutation seeded by (seed, epoch) when shuffling, this process's
+    every ``world_size``-th index, starting after ``skip`` indices already consumed."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int, world_size: int) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        usable = self.size - self.size % self.world_size  # equal shards
+        return order[self.rank : usable : self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self.indices()) - self.skip
+
+
+class StreamingLoader:
+    """Batches of a disk-backed dataset through worker processes, resumable inside an epoch."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        seed: int,
+        workers: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size {batch_size} must be divisible by the {world_size} processes")
+        self.dataset, self.device = dataset, device
+        self.per_process = batch_size // world_size
+        self.drop_last = drop_last
+        self.sampler = _ResumableShardSampler(len(dataset), shuffle, seed, rank, world_size)
+        self.workers, self.dtype = workers, dtype
+        self.epoch, self._batches_done = 0, 0
+
+    def __len__(self) -> int:
+        self.sampler.epoch = self.epoch
+        count = len(self.sampler.indices())
+        return count // self.per_process if self.drop_last else -(-count // self.per_process)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.epoch = self.epoch
+        self.sampler.skip = self._batches_done * self.per_process
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.per_process,
+            sampler=self.sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.drop_last,
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            self._batches_done += 1
+            images = images.to(self.device, non_blocking=True).to(self.dtype)
+            yield images, labels.to(self.device, non_blocking=True)
+        self.epoch += 1
+        self._batches_done = 0
+        self.sampler.skip = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self._batches_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self._batches_done = state["epoch"], state["batch"]
+
+
+def _build_streaming(
+    config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any
+) -> DataBundle:
+    if config.train_subset is not None:
+        train = torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
+    if config.test_subset is not None:
+        test = torch.utils.data.Subset(test, range(min(config.test_subset, len(test))))
+    common = {
+        "device": device,
+        "seed": config.seed,
+        "workers": config.workers,
+        "dtype": getattr(torch, config.dtype),
+    }
+    train_loader = StreamingLoader(
+        train,
+        config.batch_size,
+        shuffle=True,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+        drop_last=config.drop_last,
+        **common,
+    )
+    start, stop = _shard_bounds(len(test), distributed)
+    test_loader = StreamingLoader(
+        torch.utils.data.Subset(test, range(start, stop)), config.eval_batch_size, shuffle=False, **common
+    )
+    classes = getattr(test, "classes", None) or getattr(getattr(test, "dataset", None), "classes", [])
+    image = test[0][0] if len(test) else torch.empty(3, 224, 224)
+    return DataBundle(train_loader, test_loader, tuple(image.shape), len(classes), len(train), len(test))

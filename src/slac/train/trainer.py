@@ -1,0 +1,611 @@
+"""The training loop of the paper's recipes: SGD with head parameter groups, cosine schedule, adder
+gradient scaling, mixed precision, checkpoints that resume exactly, DistributedDataParallel.
+
+    slac train                                         # LeNet ANN + SLAC on the embedded digits
+    slac train --config configs/table1/resnet20_cifar10_slac_ann.yaml --data_root ~/data/cifar
+    slac train --resume runs/lenet_ann_slac_digits_seed0
+    torchrun --nproc_per_node=4 -m slac.cli train --config ...
+
+One step (``Trainer._train_step``): forward through the backbone and the head (margin heads see the
+targets), the head's loss (Eq. 9: classification + lambda likelihood + beta angle), backward (DDP
+all-reduces the gradients), ``scale_adder_grads`` on the synchronised gradient (AdderNet's adaptive
+learning-rate scaling, eta), the SGD step, the scheduler step. The learning rate follows the schedule
+per step (cosine from ``lr`` to 0 over all steps, after an optional linear warm-up).
+
+Parameter groups: the backbone (and the ANN's logit BatchNorm) at ``lr``; the head at ``lr``; the head's
+covariance parameters at ``lr / covariance_lr_factor`` (``slac.heads.head_param_groups``). Weight decay
+applies to every group, as in the official AdderNet recipe.
+
+Reported accuracies: ``test_top1``/``test_top5`` on the whole test split after the epoch (the metric of
+the paper's tables; ``best`` is the highest of them, an optimistic figure since there is no separate
+validation split, so reports use the final epoch). Training accuracy is measured on the logits the
+loss saw: for margin heads (L-Softmax, LGM, MoM) those include the margin, a lower bound.
+
+Resuming: a checkpoint holds everything the next step depends on (weights, optimizer momentum,
+schedule position, loader position and generator, global RNG states, the running sums of the epoch in
+progress), so ``--resume`` ends with the same weights as an uninterrupted run on the CPU (tested with a
+real SIGKILL). On CUDA, bit-identity needs ``deterministic: true``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from slac.heads import head_param_groups
+from slac.models import create_model, model_cfg
+from slac.nn import scale_adder_grads
+from slac.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from slac.train.config import RESUME_OVERRIDABLE, ConfigError, TrainConfig, config_from_dict, save_config
+from slac.train.data import DataBundle, build_data
+from slac.train.distributed import Distributed, convert_sync_batchnorm, init_distributed
+from slac.train.records import MetricsWriter, accuracy_counts, write_json_atomic
+
+__all__ = [
+    "TrainModule",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "lr_factor",
+]
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint of the exact position was written first."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint: {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    raise ConfigError(f"schedule: unknown schedule {schedule!r}")
+
+
+def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The recipe's model for images of ``image_shape`` (C, H, W) and ``num_classes`` classes."""
+    cfg = model_cfg(config.model)
+    options = dict(config.model_options)
+    options.setdefault("in_chans", image_shape[0])
+    options.setdefault("adder_backend", config.adder_backend)
+    if cfg.fixed_input_size:
+        options.setdefault("img_size", image_shape[1])
+        if options["img_size"] != image_shape[1] or image_shape[1] != image_shape[2]:
+            raise ConfigError(
+                f"model_options.img_size: {config.model} flattens its last feature map, so it needs "
+                f"img_size {image_shape[1]} for {config.dataset}'s {image_shape[1]}x{image_shape[2]} "
+                f"images, got {options['img_size']}"
+            )
+    if options["in_chans"] != image_shape[0]:
+        raise ConfigError(
+            f"model_options.in_chans: {config.dataset} has {image_shape[0]} channels, "
+            f"got {options['in_chans']}"
+        )
+    try:
+        return create_model(
+            config.model,
+            form=config.form,
+            num_classes=num_classes,
+            head=config.head,
+            head_options=config.head_options,
+            **options,
+        )
+    except TypeError as error:  # an unknown keyword in head_options or model_options
+        raise ConfigError(f"model_options/head_options: {error}") from None
+
+
+def _run_dir_of(resume: str | Path) -> Path:
+    """The run directory a resumed run continues: the one given, or the one holding the checkpoint."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+class TrainModule(nn.Module):
+    """One forward of the training step as a module, so that DDP sees the whole computation:
+    ``(images, targets) -> (logits, loss total, loss parts)``; ``images -> logits`` for evaluation."""
+
+    def __init__(self, model: nn.Module, compile: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.features: Callable[[Tensor], Tensor] = (
+            torch.compile(model.forward_features) if compile else model.forward_features
+        )
+
+    def forward(self, images: Tensor, targets: Tensor | None = None) -> Any:
+        features = self.features(images)  # (B, d)
+        logits = self.model.forward_head(features, targets)  # (B, K)
+        if targets is None:
+            return logits
+        loss = self.model.loss(features, logits, targets)
+        return logits, loss.total, loss.parts
+
+
+def _autocast(device: torch.device, amp: str) -> Any:
+    if amp == "off":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(
+    module: nn.Module,
+    loader: Any,
+    device: torch.device,
+    amp: str = "off",
+    distributed: Distributed | None = None,
+) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean classification loss of ``module`` (images -> logits) over
+    ``loader``, summed over processes."""
+    distributed = distributed or Distributed()
+    was_training = module.training
+    module.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    for images, labels in loader:
+        with _autocast(device, amp):
+            logits = module(images).double()
+        top1, top5 = accuracy_counts(logits, labels)
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum").to(torch.float64)
+        sums += torch.stack(
+            [loss, top1, top5, torch.tensor(labels.numel(), dtype=torch.float64, device=device)]
+        )
+    module.train(was_training)
+    loss, top1, top5, count = distributed.all_reduce_sum(sums).tolist()
+    if count == 0:
+        raise RuntimeError("evaluate: the loader yielded no images")
+    return {"top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "loss": loss / count, "count": count}
+
+
+class _Meters:
+    """Running sums of an epoch on the device (no synchronisation per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.seconds = 0.0
+
+    def add(self, name: str, value: Tensor) -> None:
+        value = value.detach().to(torch.float64)
+        if name in self.sums:
+            self.sums[name] += value
+        else:
+            self.sums[name] = value.clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.seconds = state["seconds"]
+
+
+class Trainer:
+    """A training run of ``config``; ``resume`` continues the run in a run directory or checkpoint.
+
+    ``fit()`` trains to the last epoch and returns the summary (also written to summary.json).
+    Raises ``TrainingInterrupted`` after writing a checkpoint when SIGTERM/SIGINT arrives.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        resume: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.state: dict[str, Any] | None = None
+        if resume is not None:
+            self.state = load_checkpoint(resume)
+            config = self._resumed_config(self.state["config"], overrides or {}, config)
+        elif config is None:
+            config = TrainConfig()
+        self.config = config
+        self.distributed, self.device = init_distributed(config.device)
+        self.log = log if self.distributed.is_main else (lambda message: None)
+        self.run_dir = _run_dir_of(resume) if resume is not None else config.run_dir
+        if self.distributed.is_main:
+            self._prepare_run_dir(resume is not None, overwrite)
+        self._seed(config.seed)
+        self.data: DataBundle = build_data(config, self.distributed, self.device, self.log)
+        self.model = build_model(config, self.data.image_shape, self.data.num_classes)
+        self.model = self.model.to(self.device, getattr(torch, config.dtype))
+        if config.sync_batchnorm and self.distributed.enabled:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.module: nn.Module = TrainModule(self.model, compile=config.compile)
+        if self.distributed.enabled:
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = self._build_optimizer()
+        self.steps_per_epoch = len(self.data.train)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
+        self.epoch, self.step = 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.best = {"test_top1": -1.0, "epoch": 0}
+        self.meters = _Meters(self.device)
+        self._stop_signal: int | None = None
+        if self.state is not None:
+            self._restore(self.state)
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    @staticmethod
+    def _resumed_config(
+        saved: dict[str, Any], overrides: dict[str, Any], given: TrainConfig | None
+    ) -> TrainConfig:
+        if given is not None:
+            raise ConfigError(
+                "--resume takes the recipe saved in the checkpoint; do not pass --config with it"
+            )
+        changed = sorted(set(overrides) - RESUME_OVERRIDABLE)
+        if changed:
+            raise ConfigError(
+                f"--resume: {', '.join(changed)} cannot change in a resumed run (it would not be the same "
+                f"run); only {', '.join(sorted(RESUME_OVERRIDABLE))} can. Start a new run with --name instead"
+            )
+        return config_from_dict({**saved, **overrides}, "checkpoint config")
+
+    def _prepare_run_dir(self, resuming: bool, overwrite: bool) -> None:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not resuming and self.run_dir.exists() and any(self.run_dir.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"run directory {self.run_dir} already holds a run; continue it with "
+                    f"`slac train --resume {self.run_dir}`, choose another --name, or pass --overwrite"
+                )
+            shutil.rmtree(self.run_dir)
+        if resuming and not last.parent.is_dir():
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.run_dir / "config.yaml")
+
+    def _seed(self, seed: int) -> None:
+        import random
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if self.config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        head_ids = {id(p) for p in self.model.head.parameters()}
+        backbone = [p for p in self.model.parameters() if id(p) not in head_ids and p.requires_grad]
+        groups = [{"name": "backbone", "params": backbone, "lr": config.lr}]
+        groups += head_param_groups(self.model.head, config.lr, config.covariance_lr_factor)
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov,
+        )
+
+    def _lr_factor(self, step: int) -> float:
+        total = self.config.epochs * self.steps_per_epoch
+        warmup = round(self.config.warmup_epochs * self.steps_per_epoch)
+        return lr_factor(step, total, warmup, self.config.schedule)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "loader": self.data.train.state_dict(),
+            "rng": get_rng_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "meters": self.meters.state_dict(),
+            "history": self.history,
+            "best": dict(self.best),
+            "complete": self.epoch >= self.config.epochs,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.data.train.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.meters.load_state_dict(state["meters"])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        position = state["loader"].get("batch", 0)
+        self.log(
+            f"resumed {self.run_dir} at epoch {self.epoch}"
+            + (f", batch {position}/{self.steps_per_epoch}" if position else "")
+            + f" (step {self.step})"
+        )
+
+    def save(self, best: bool = False) -> Path | None:
+        """Write checkpoints/last.pt (and best.pt) from rank 0; returns last.pt's path."""
+        if not self.distributed.is_main:
+            return None
+        state = self._checkpoint_state()
+        path = save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+        if best:
+            save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
+        return path
+
+    # ------------------------------------------------------------------------------------- signals
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint after this step, then stopping")
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return previous
+
+    def _should_stop(self) -> bool:
+        flag = float(self._stop_signal or 0)
+        if self.distributed.enabled:  # every process stops at the same step, or the others would hang
+            flag = self.distributed.all_reduce_sum(torch.tensor([flag], device=self.device)).item()
+        return flag > 0
+
+    # ---------------------------------------------------------------------------------------- training
+
+    def _train_step(self, images: Tensor, labels: Tensor) -> None:
+        with _autocast(self.device, self.config.amp):
+            logits, total, parts = self.module(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.config.eta is not None:
+            scale_adder_grads(self.model, eta=self.config.eta)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        count = torch.tensor(labels.numel(), dtype=torch.float64, device=self.device)
+        top1, top5 = accuracy_counts(logits.detach().double(), labels)
+        self.meters.add("count", count)
+        self.meters.add("loss", total * count)
+        for name, value in parts.items():
+            self.meters.add(f"loss_{name}", value * count)
+        self.meters.add("top1", top1)
+        self.meters.add("top5", top5)
+
+    def _train_epoch(self) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        loader = self.data.train
+        start_batch = loader.state_dict().get("batch", 0)
+        if start_batch == 0:
+            self.meters = _Meters(self.device)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=start_batch,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            unit="batch",
+            disable=not (self.config.progress and self.distributed.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        self.module.train()
+        started = time.perf_counter()
+        images_since = 0
+        for images, labels in loader:
+            self._train_step(images, labels)
+            images_since += labels.numel() * self.distributed.world_size
+            bar.update(1)
+            if bar.n % 10 == 0 or bar.n == self.steps_per_epoch:
+                sums = {k: float(v) for k, v in self.meters.sums.items()}
+                rate = images_since / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / sums['count']:.4f}",
+                    top1=f"{100 * sums['top1'] / sums['count']:.1f}%",
+                    img_s=f"{rate:.0f}",
+                )
+            if self._should_stop():
+                self.meters.seconds += time.perf_counter() - started
+                bar.close()
+                raise TrainingInterrupted(int(self._stop_signal or signal.SIGTERM), self.save())
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.meters.seconds += time.perf_counter() - started
+        names = sorted(self.meters.sums)
+        totals = self.distributed.all_reduce_sum(torch.stack([self.meters.sums[n] for n in names]))
+        sums = dict(zip(names, totals.tolist(), strict=True))
+        count = sums.pop("count")
+        metrics = {"train_loss": sums.pop("loss") / count}
+        metrics.update(
+            {f"train_{name}": value / count for name, value in sums.items() if name.startswith("loss_")}
+        )
+        metrics["train_top1"] = 100.0 * sums["top1"] / count
+        metrics["train_top5"] = 100.0 * sums["top5"] / count
+        metrics["epoch_seconds"] = self.meters.seconds
+        metrics["train_images_per_s"] = count / max(self.meters.seconds, 1e-9)
+        if not math.isfinite(metrics["train_loss"]):
+            raise FloatingPointError(
+                f"the training loss became {metrics['train_loss']} in epoch {self.epoch + 1}; the last good "
+                f"checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}. Lower lr, or check the recipe."
+            )
+        return metrics
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``config.epochs``; returns the summary (written to summary.json by rank 0)."""
+        config = self.config
+        writer = (
+            MetricsWriter(self.run_dir, config.tensorboard, self.epoch) if self.distributed.is_main else None
+        )
+        previous = self._install_signal_handlers()
+        if self.epoch == 0 and self.step == 0:
+            self.log(self._describe())
+        try:
+            while self.epoch < config.epochs:
+                lr = config.lr * self._lr_factor(self.epoch * self.steps_per_epoch)  # at the epoch's start
+                row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lr}
+                row.update(self._train_epoch())
+                self.epoch += 1
+                if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
+                    test = evaluate(self.module, self.data.test, self.device, config.amp, self.distributed)
+                    row.update(
+                        {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"]}
+                    )
+                is_best = row.get("test_top1", -1.0) > self.best["test_top1"]
+                if is_best:
+                    self.best = {"test_top1": row["test_top1"], "epoch": self.epoch}
+                self.history.append(row)
+                self.meters = _Meters(self.device)
+                self.save(best=is_best)
+                if writer is not None:
+                    writer.write(self.history)
+                self.log(self._epoch_line(row))
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if writer is not None:
+                writer.close()
+        return self._finish()
+
+    # ------------------------------------------------------------------------------------------ output
+
+    def _describe(self) -> str:
+        config = self.config
+        parameters = sum(p.numel() for p in self.model.parameters())
+        where = f"{self.device}" + (
+            f" x {self.distributed.world_size} processes" if self.distributed.enabled else ""
+        )
+        return (
+            f"training {config.model} ({config.form}, head {config.head}, {parameters:,} parameters) on "
+            f"{config.dataset} ({self.data.train_size} train / {self.data.test_size} test images, "
+            f"{self.data.num_classes} classes) for {config.epochs} epochs of {self.steps_per_epoch} steps, "
+            f"batch {config.batch_size}, on {where}\nrun directory: {self.run_dir}"
+        )
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        parts = ", ".join(
+            f"{key[len('train_loss_') :]} {value:.4g}"
+            for key, value in row.items()
+            if key.startswith("train_loss_")
+        )
+        line = (
+            f"epoch {row['epoch']:>4}/{self.config.epochs}  lr {row['lr']:.4g}  loss {row['train_loss']:.4f}"
+            + (f" ({parts})" if parts else "")
+            + f"  train top1 {row['train_top1']:.2f}%"
+        )
+        if "test_top1" in row:
+            line += f"  test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}%"
+        return line + f"  {row['train_images_per_s']:.0f} img/s  {row['epoch_seconds']:.1f} s"
+
+    def _finish(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        seconds = sum(row["epoch_seconds"] for row in self.history)
+        summary = {
+            "run_dir": str(self.run_dir),
+            "config": self.config.to_dict(),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "final_test_top1": last.get("test_top1"),
+            "final_test_top5": last.get("test_top5"),
+            "final_train_top1": last.get("train_top1"),
+            "best_test_top1": self.best["test_top1"] if self.best["epoch"] else None,
+            "best_epoch": self.best["epoch"] or None,
+            "train_seconds": seconds,
+            "train_images_per_s": self.data.train_size * len(self.history) / max(seconds, 1e-9),
+            "device": str(self.device),
+            "world_size": self.distributed.world_size,
+            "checkpoints": {
+                "last": str(self.run_dir / "checkpoints" / "last.pt"),
+                "best": str(self.run_dir / "checkpoints" / "best.pt"),
+            },
+        }
+        if self.distributed.is_main:
+            write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def evaluate_checkpoint(
+    path: str | Path, split: str = "test", overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Accuracy of the weights in checkpoint ``path`` (file or run directory) on ``split``.
+
+    ``overrides`` may set device, data_root, eval_batch_size, workers. Returns top1, top5, loss, count,
+    the checkpoint's epoch and, where the run logged one for that epoch, ``logged_test_top1``.
+    """
+    from slac.data import STREAMING, DeviceLoader
+    from slac.train.data import StreamingLoader, load_split
+    from slac.train.distributed import resolve_device
+
+    state = load_checkpoint(path)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - {"device", "data_root", "eval_batch_size", "workers"})
+    if unknown:
+        raise ConfigError(f"slac eval: cannot override {', '.join(unknown)}")
+    config = config_from_dict({**state["config"], **overrides}, "checkpoint config")
+    device = resolve_device(config.device)
+    dtype = getattr(torch, config.dtype)
+    dataset = load_split(config, split)
+    if config.dataset in STREAMING:
+        loader = StreamingLoader(
+            dataset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
+        )
+        image_shape, num_classes = tuple(dataset[0][0].shape), len(dataset.classes)
+    else:
+        loader = DeviceLoader(dataset, config.eval_batch_size, shuffle=False, device=device, dtype=dtype)
+        image_shape, num_classes = dataset.image_shape, dataset.num_classes
+    model = build_model(config, image_shape, num_classes).to(device, dtype)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ConfigError(
+            f"checkpoint {path}: its weights do not fit the model of its recipe: {error}"
+        ) from None
+    result: dict[str, Any] = evaluate(model, loader, device, config.amp)
+    result["epoch"] = state["epoch"]
+    result["split"] = split
+    logged = [row for row in state["history"] if row["epoch"] == state["epoch"] and "test_top1" in row]
+    if split == "test" and logged:
+        result["logged_test_top1"] = logged[0]["test_top1"]
+    return result
