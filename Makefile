@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The main job: LeNet ANN with the SLAC head on scikit-learn's embedded digits (1-2 minutes on 2 cores).
 # Outputs go to runs/lenet_ann_slac_digits_seed0 (replaced on every `make run`).

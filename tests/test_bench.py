@@ -78,3 +78,16 @@ def test_bench_step_command(capsys):
 def test_bench_adder_bad_arguments(args, match):
     with pytest.raises(SystemExit, match=match):
         main(["bench", "adder", *args])
+
+
+def test_train_benchmark_compares_real_and_synthetic_batches():
+    from slac.bench.train import format_table, train_benchmark
+
+    lines = []
+    rows = train_benchmark(["lenet"], ["cnn", "ann"], "digits", 16, steps=2, rounds=1, device="cpu",
+                           progress=lines.append)  # fmt: skip
+    assert [(r["model"], r["form"]) for r in rows] == [("lenet", "cnn"), ("lenet", "ann")]
+    assert all(r["real"] > 0 and r["synthetic"] > 0 for r in rows)
+    table = format_table(rows)
+    assert "| lenet | ann | digits | 16 |" in table and "ANN/CNN time per image" in table
+    assert len(lines) == 2

@@ -3,8 +3,11 @@
 slac train [--config R] [--key value ...]   train (default: LeNet ANN + SLAC on the embedded digits)
 slac train --resume RUN    continue an interrupted run from its last checkpoint
 slac eval CHECKPOINT       test accuracy of a checkpoint (file or run directory)
+slac plot features|histograms|curves RUN...   Figures 3, 1 and 4 as PNG
+slac report RUN... [--baseline B]   accuracy tables (mean, std, n, difference with 95% CI)
 slac backends              which adder backends exist and which one ``auto`` picks per device
 slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
+slac bench train [...]     training images/s, real data pipeline against synthetic batches
 slac bench step [...]      one training step of a model in CNN vs ANN form (images/s)
 slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
@@ -113,6 +116,50 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from slac.analysis import plots
+
+    try:
+        if args.figure == "features":
+            path = plots.plot_features(args.runs, args.out, args.split, args.limit, args.checkpoint, args.dpi)
+        elif args.figure == "histograms":
+            if len(args.runs) != 1:
+                raise ValueError("plot histograms takes one run directory")
+            path, fits = plots.plot_histograms(
+                args.runs[0], args.out, args.layer, args.split, args.limit, args.checkpoint, args.dpi
+            )
+            for name, fit in fits.items():
+                gaussian, laplace = fit["gaussian"], fit["laplace"]
+                print(f"{name}: mean log-likelihood Gaussian {gaussian:.4f}, Laplace {laplace:.4f}")
+        else:
+            path = plots.plot_curves(args.runs, args.out, args.dpi)
+    except _USER_ERRORS as error:
+        print(f"slac plot: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from slac.analysis import report
+
+    try:
+        items, notes = report.experiments(args.runs)
+        rows = report.summarize(items, args.baseline)
+        text = report.format_report(rows, items, args.layout)
+    except _USER_ERRORS as error:
+        print(f"slac report: error: {error}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    if args.csv:
+        Path(args.csv).write_text(report.to_csv(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slac", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +199,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench_step = bench.add_parser("step", help="one training step of a model in CNN vs ANN form")
     step.add_arguments(bench_step)
     bench_step.set_defaults(run=step.main)
+    from slac.bench import train as train_bench
+
+    bench_train = bench.add_parser("train", help="training images/s with the real data pipeline vs synthetic")
+    train_bench.add_arguments(bench_train)
+    bench_train.set_defaults(run=train_bench.main)
+
+    plot = commands.add_parser("plot", help="figures as PNG (needs matplotlib)")
+    plot.add_argument(
+        "figure",
+        choices=("features", "histograms", "curves"),
+        help="features: Fig. 3; histograms: Fig. 1; curves: Fig. 4",
+    )
+    plot.add_argument("runs", nargs="+", help="run directories written by slac train")
+    plot.add_argument("--out", required=True, help="the PNG file to write")
+    plot.add_argument("--split", default="test", choices=("test", "train"), help="images for features")
+    plot.add_argument(
+        "--limit", type=int, default=2000, help="at most this many images (features, histograms)"
+    )
+    plot.add_argument("--checkpoint", default="last", choices=("last", "best"))
+    plot.add_argument("--layer", default=None, help="histograms: the adder layer (default: the last one)")
+    plot.add_argument("--dpi", type=int, default=100)
+    plot.set_defaults(run=_plot)
+
+    report_parser = commands.add_parser("report", help="accuracy tables over seeds from run directories")
+    report_parser.add_argument(
+        "runs", nargs="+", help="run directories (runs differing only in seed are grouped)"
+    )
+    report_parser.add_argument("--baseline", default=None, help="experiment label or method (e.g. ANN)")
+    report_parser.add_argument("--layout", default="long", choices=("long", "table1", "table3", "table4"))
+    report_parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    report_parser.add_argument("--csv", default=None, help="also write the rows as CSV")
+    report_parser.set_defaults(run=_report)
 
     from slac.analysis import ops
 

@@ -1,0 +1,110 @@
+"""Reading run directories written by ``slac train``: their recipe, metrics, summary and trained model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slac.train.checkpoint import load_checkpoint
+from slac.train.config import TrainConfig, config_from_dict
+from slac.train.records import read_metrics
+
+__all__ = ["Run", "collect_features", "load_model", "load_run"]
+
+# Recipe keys that do not change what a run computes: runs differing only in these (and the seed)
+# are repetitions of one experiment.
+EXECUTION_KEYS = frozenset(
+    {
+        "seed",
+        "name",
+        "out_dir",
+        "device",
+        "progress",
+        "tensorboard",
+        "workers",
+        "eval_batch_size",
+        "data_root",
+        "compile",
+        "eval_every",
+    }
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    config: TrainConfig
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None = field(default=None)
+
+    @property
+    def final_test_top1(self) -> float | None:
+        if self.summary is not None and self.summary.get("final_test_top1") is not None:
+            return float(self.summary["final_test_top1"])
+        return None
+
+    @property
+    def experiment(self) -> tuple:
+        """What the run computes, without its seed: runs with equal keys are repetitions."""
+        items = self.config.to_dict()
+        return tuple(sorted((k, repr(v)) for k, v in items.items() if k not in EXECUTION_KEYS))
+
+
+def load_run(path: str | Path) -> Run:
+    """A run directory: config.yaml, metrics.csv and (when the run finished) summary.json."""
+    import yaml
+
+    path = Path(path).expanduser()
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a slac run directory (no config.yaml); `slac train` writes one"
+        )
+    config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
+    summary_file = path / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    metrics = read_metrics(path) if (path / "metrics.csv").is_file() else []
+    return Run(path, config, metrics, summary)
+
+
+def load_model(
+    path: str | Path, checkpoint: str = "last", device: str = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """The trained model of a run (``checkpoints/{checkpoint}.pt``) in eval mode, with its recipe."""
+    from slac.data import dataset_spec
+    from slac.train.trainer import build_model
+
+    state = load_checkpoint(Path(path) / "checkpoints" / f"{checkpoint}.pt")
+    config = config_from_dict(state["config"], "checkpoint config")
+    image_shape, num_classes = dataset_spec(config.dataset)
+    model = build_model(config, image_shape, num_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device, getattr(torch, config.dtype)).eval(), config
+
+
+@torch.no_grad()
+def collect_features(
+    model: nn.Module, config: TrainConfig, split: str = "test", limit: int | None = None, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, d) of ``model`` on a split of the run's dataset, and the labels (N,)."""
+    from slac.data import DeviceLoader
+    from slac.train.data import load_split
+
+    dataset = load_split(config, split)
+    if limit is not None:
+        import dataclasses
+
+        dataset = dataclasses.replace(dataset, images=dataset.images[:limit], labels=dataset.labels[:limit])
+    loader = DeviceLoader(
+        dataset, config.eval_batch_size, shuffle=False, device=device, dtype=getattr(torch, config.dtype)
+    )
+    features, labels = [], []
+    for images, targets in loader:
+        features.append(model.forward_features(images).float().cpu())
+        labels.append(targets.cpu())
+    return torch.cat(features), torch.cat(labels)
