@@ -86,3 +86,16 @@ def test_errors(runs, tmp_path):
     with pytest.raises(ValueError, match="none of the given runs has finished"):
         report.experiments([runs[-1]])
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_labels_name_what_tells_runs_of_one_kind_apart(runs, tmp_path):
+    ablation = fabricate(tmp_path, "beta0", 91.0, head="slac", head_options={"angle_weight": 0.0})
+    items, _ = report.experiments([*runs, ablation])
+    labels = sorted(e.label for e in items)
+    assert "lenet ANN digits" in labels and "lenet CNN digits" in labels  # heads differ: no options shown
+    assert "lenet SLAC-ANN digits, head_options={'angle_weight': 0.0}" in labels
+    assert "lenet SLAC-ANN digits, head_options={}" in labels
+    rows = report.summarize(items)
+    assert "location learned, covariance learned, skewness learned; lambda 0.01, beta 0.0" in (
+        report.format_report(rows, items, "table4")
+    )

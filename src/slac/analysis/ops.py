@@ -71,6 +71,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from slac.data.registry import DATASET_SPECS
 from slac.heads import Head, LGMHead, LinearHead, LSoftmaxHead, MoMHead, SkewLaplaceHead
 from slac.nn import AdderLayer, BinaryConv2d, BinaryLinear
 
@@ -91,15 +92,8 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------- datasets
-DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "digits": ((1, 8, 8), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-    "imagenet": ((3, 224, 224), 1000),
-}
-"""Input size (C, H, W) and class count per dataset name."""
+DATASETS = DATASET_SPECS
+"""Input size (C, H, W) and class count per dataset name (``slac.data.DATASET_SPECS``)."""
 
 
 # ----------------------------------------------------------------------------------------- energy

@@ -86,10 +86,14 @@ def experiments(paths: list[str | Path]) -> tuple[list[Experiment], list[str]]:
         groups.setdefault(run.experiment, []).append(run)
     if not groups:
         raise ValueError("report: none of the given runs has finished (summary.json)")
-    keys = [dict(key) for key in groups]
-    varying = {k for k in keys[0] if len({key.get(k) for key in keys}) > 1}
+    keys = {experiment: dict(experiment) for experiment in groups}
+    identity = ("model", "form", "head", "dataset")
     result = []
-    for runs in groups.values():
+    for experiment, runs in groups.items():
+        # The label names the recipe keys that tell this experiment from others of the same model, form,
+        # head and dataset (e.g. the ablation switches), not those every experiment of its kind shares.
+        same_kind = [k for k in keys.values() if all(k[i] == keys[experiment][i] for i in identity)]
+        varying = {key for key in keys[experiment] if len({k.get(key) for k in same_kind}) > 1}
         seeds = [run.config.seed for run in runs]
         if len(set(seeds)) != len(seeds):
             notes.append(
