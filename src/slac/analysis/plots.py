@@ -164,7 +164,7 @@ def plot_features(
         _feature_panel(axes, Path(run), split, limit, checkpoint)
     panels[0][-1].legend(title="class", fontsize=7, markerscale=3, loc="upper right", ncols=2)
     figure.suptitle(
-        f"2-D features on the {split} split: crosses are means, ellipses 1 sigma, arrows skewness"
+        f"2-D features ({split} split); x: means, ellipses: 1 sigma, arrows: skewness", fontsize=9
     )
     return _save(figure, out, dpi)
 
