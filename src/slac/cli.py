@@ -35,7 +35,7 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError)
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError, ArithmeticError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -52,6 +52,8 @@ def _train(args: argparse.Namespace) -> int:
             trainer = Trainer(load_config(args.config, overrides), overwrite=args.overwrite)
         summary = trainer.fit()
     except TrainingInterrupted as stop:
+        if stop.checkpoint is None:  # not the process that writes
+            return 128 + stop.signum
         print(
             f"stopped: checkpoint written to {stop.checkpoint}; continue with: slac train --resume "
             f"{Path(stop.checkpoint).parent.parent if stop.checkpoint else '<run directory>'}"
@@ -64,9 +66,10 @@ def _train(args: argparse.Namespace) -> int:
         shutdown_distributed()
     if trainer.distributed.is_main:
         run_dir = Path(summary["run_dir"])
-        best = summary["best_test_top1"]
+        best, final = summary["best_test_top1"], summary["final_test_top1"]
         print(
-            f"done: test top-1 {summary['final_test_top1']:.2f}% after {summary['epochs']} epochs"
+            (f"done: test top-1 {final:.2f}%" if final is not None else "done: not evaluated")
+            + f" after {summary['epochs']} epochs"
             + (f" (best {best:.2f}% at epoch {summary['best_epoch']})" if best is not None else "")
             + f", {summary['train_images_per_s']:.0f} train images/s on {summary['device']}"
         )

@@ -99,3 +99,18 @@ def test_labels_name_what_tells_runs_of_one_kind_apart(runs, tmp_path):
     assert "location learned, covariance learned, skewness learned; lambda 0.01, beta 0.0" in (
         report.format_report(rows, items, "table4")
     )
+
+
+def test_a_method_baseline_is_chosen_per_model_and_dataset(runs, tmp_path):
+    other = [
+        fabricate(tmp_path, f"m{seed}", 80.0 + seed, seed=seed, dataset="mnist", head="linear")
+        for seed in (0, 1)
+    ]
+    other += [
+        fabricate(tmp_path, f"ms{seed}", 85.0 + seed, seed=seed, dataset="mnist", head="slac")
+        for seed in (0, 1)
+    ]
+    items, _ = report.experiments([*runs, *other])
+    rows = {(r["method"], r["dataset"]): r for r in report.summarize(items, baseline="ANN")}
+    assert rows[("SLAC-ANN", "mnist")]["diff"] == pytest.approx(5.0)  # against the mnist ANN
+    assert rows[("SLAC-ANN", "digits")]["diff"] == pytest.approx(3.0)  # against the digits ANN

@@ -85,3 +85,53 @@ def test_streaming_loader_shards_and_resumes_inside_an_epoch():
     assert taken + _epoch(resumed) == first
     with pytest.raises(ConfigError, match="divisible"):
         StreamingLoader(_Numbers(), 5, True, torch.device("cpu"), 3, 0, rank=0, world_size=2)
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])  # inside the epoch, and on its last batch
+def test_a_stop_signal_resumes_exactly_wherever_it_lands(tmp_path, stop_at):
+    import signal
+
+    from slac.train import TrainingInterrupted, evaluate_checkpoint
+
+    reference = Trainer(tiny(tmp_path, "--epochs", "2", "--name", "reference"), log=lambda message: None)
+    reference.fit()
+    trainer = Trainer(tiny(tmp_path, "--epochs", "2", "--name", "stopped"), log=lambda message: None)
+    original = trainer._train_step
+
+    def step(images, labels):
+        original(images, labels)
+        if trainer.step == stop_at:
+            trainer._stop_signal = signal.SIGTERM
+
+    trainer._train_step = step
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    resumed = Trainer(resume=tmp_path / "stopped", log=lambda message: None)
+    resumed.fit()
+    timing = {"epoch_seconds", "train_images_per_s"}
+
+    def results(history):
+        return [{k: v for k, v in row.items() if k not in timing} for row in history]
+
+    assert resumed.step == reference.step == 4
+    assert results(resumed.history) == results(reference.history)
+    for key, value in _weights(reference).items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    result = evaluate_checkpoint(tmp_path / "stopped")
+    assert result["count"] == 64 and result["top1"] == result["logged_test_top1"]  # the run's test_subset
+    with pytest.raises(ConfigError, match="has completed 2 epochs"):
+        Trainer(resume=tmp_path / "stopped", overrides={"epochs": 1})
+
+
+def test_empty_checkpoint_and_zero_steps_are_clear_errors(tmp_path):
+    from slac.train import CheckpointError, load_checkpoint
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "empty.pt")
+    with pytest.raises(ConfigError, match="no training step per epoch"):
+        Trainer(tiny(tmp_path, "--train_subset", "16", "--drop_last", "true"), log=lambda message: None)

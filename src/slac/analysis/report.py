@@ -133,26 +133,35 @@ def difference_interval(
     return diff, diff - half, diff + half
 
 
-def _find_baseline(items: list[Experiment], baseline: str | None) -> Experiment | None:
+def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple[str, str], Experiment]:
+    """The baseline experiment of each (model, dataset): the one whose label or method is ``baseline``
+    (a method such as "ANN" picks one per model and dataset)."""
     if baseline is None:
-        return None
-    matches = [e for e in items if e.label == baseline] or [
-        e for e in items if baseline in (e.method, e.label)
-    ]
+        return {}
+    matches = [e for e in items if e.label == baseline] or [e for e in items if baseline == e.method]
     if not matches:
         matches = [e for e in items if baseline.lower() in e.label.lower()]
-    if len(matches) != 1:
+    if not matches:
         raise ValueError(
-            f"baseline {baseline!r} matches {len(matches)} experiments; choose one of: "
+            f"baseline {baseline!r} matches 0 experiments; choose one of: "
             + "; ".join(e.label for e in items)
         )
-    return matches[0]
+    chosen: dict[tuple[str, str], Experiment] = {}
+    for e in matches:
+        key = (e.config.model, e.config.dataset)
+        if key in chosen:
+            raise ValueError(
+                f"baseline {baseline!r} matches several experiments of {key[0]} on {key[1]} "
+                f"({chosen[key].label!r}, {e.label!r}); give a full label"
+            )
+        chosen[key] = e
+    return chosen
 
 
 def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict[str, Any]]:
     """One row per experiment: label, method, model, dataset, n, mean, std, seeds, and the difference to
-    the baseline with its 95% interval (in the baseline's own dataset only)."""
-    base = _find_baseline(items, baseline)
+    the baseline of its model and dataset with its 95% interval."""
+    bases = _find_baselines(items, baseline)
     rows = []
     for e in items:
         row: dict[str, Any] = {
@@ -160,7 +169,8 @@ def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict
             "head": e.config.head, "n": e.n, "mean": e.mean, "std": e.std,
             "seeds": " ".join(str(r.config.seed) for r in e.runs),
         }  # fmt: skip
-        if base is not None and e is not base and e.config.dataset == base.config.dataset:
+        base = bases.get((e.config.model, e.config.dataset))
+        if base is not None and e is not base:
             diff, low, high = difference_interval(e.accuracies, base.accuracies)
             row.update({"diff": diff, "ci_low": low, "ci_high": high})
         rows.append(row)

@@ -44,7 +44,8 @@ class Run:
 
     @property
     def final_test_top1(self) -> float | None:
-        if self.summary is not None and self.summary.get("final_test_top1") is not None:
+        finished = self.summary is not None and self.summary.get("epochs") in (None, self.config.epochs)
+        if finished and self.summary.get("final_test_top1") is not None:
             return float(self.summary["final_test_top1"])
         return None
 

@@ -78,8 +78,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or corrupt zip archives
+        first_line = next(iter(str(error).splitlines()), "")  # an empty file raises a bare EOFError
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {first_line}); "
             "the file is truncated or corrupt, or was not written by slac"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -91,6 +91,11 @@ def build_data(
         world_size=distributed.world_size,
         dtype=getattr(torch, config.dtype),
     )
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"no training step per epoch: {len(train)} training images (train_subset) in batches of "
+            f"{config.batch_size} with drop_last; lower batch_size or use more images"
+        )
     start, stop = _shard_bounds(len(test), distributed)
     test_loader = DeviceLoader(
         _subset(test, start, stop),

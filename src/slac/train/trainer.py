@@ -24,7 +24,9 @@ loss saw: for margin heads (L-Softmax, LGM, MoM) those include the margin, a low
 Resuming: a checkpoint holds everything the next step depends on (weights, optimizer momentum,
 schedule position, loader position and generator, global RNG states, the running sums of the epoch in
 progress), so ``--resume`` ends with the same weights as an uninterrupted run on the CPU (tested with a
-real SIGKILL). On CUDA, bit-identity needs ``deterministic: true``.
+real SIGKILL). On CUDA, bit-identity needs ``deterministic: true``. Streaming datasets (ImageNet)
+resume at the right batch, but with ``workers > 0`` the random augmentations after the resume point
+differ (each DataLoader iteration seeds its workers afresh).
 """
 
 from __future__ import annotations
@@ -272,7 +274,6 @@ class Trainer:
         return config_from_dict({**saved, **overrides}, "checkpoint config")
 
     def _prepare_run_dir(self, resuming: bool, overwrite: bool) -> None:
-        last = self.run_dir / "checkpoints" / "last.pt"
         if not resuming and self.run_dir.exists() and any(self.run_dir.iterdir()):
             if not overwrite:
                 raise FileExistsError(
@@ -280,8 +281,9 @@ class Trainer:
                     f"`slac train --resume {self.run_dir}`, choose another --name, or pass --overwrite"
                 )
             shutil.rmtree(self.run_dir)
-        if resuming and not last.parent.is_dir():
+        if resuming:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "summary.json").unlink(missing_ok=True)  # written again when the run ends
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
 
@@ -343,7 +345,16 @@ class Trainer:
         self.data.train.load_state_dict(state["loader"])
         set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
+        mid_epoch = state["loader"].get("batch", 0) > 0
+        if self.config.epochs < self.epoch or (mid_epoch and self.config.epochs <= self.epoch):
+            raise ConfigError(
+                f"epochs: the run has completed {self.epoch} epochs"
+                + (" and is inside the next one" if mid_epoch else "")
+                + f"; --epochs {self.config.epochs} would end it before where it stands"
+            )
         self.meters.load_state_dict(state["meters"])
+        if not self.distributed.is_main:  # the saved sums are over all processes: count them once
+            self.meters.sums = {name: torch.zeros_like(value) for name, value in self.meters.sums.items()}
         self.history = list(state["history"])
         self.best = dict(state["best"])
         position = state["loader"].get("batch", 0)
@@ -354,10 +365,17 @@ class Trainer:
         )
 
     def save(self, best: bool = False) -> Path | None:
-        """Write checkpoints/last.pt (and best.pt) from rank 0; returns last.pt's path."""
+        """Write checkpoints/last.pt (and best.pt) from rank 0; returns last.pt's path. Every process
+        must call it: the running sums of an epoch in progress are summed over processes first."""
+        meters = self.meters.state_dict()
+        if self.distributed.enabled and meters["sums"]:
+            names = sorted(self.meters.sums)
+            totals = self.distributed.all_reduce_sum(torch.stack([self.meters.sums[n] for n in names]))
+            meters["sums"] = {name: value.cpu() for name, value in zip(names, totals, strict=True)}
         if not self.distributed.is_main:
             return None
         state = self._checkpoint_state()
+        state["meters"] = meters
         path = save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
         if best:
             save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
@@ -434,11 +452,13 @@ class Trainer:
         self.module.train()
         started = time.perf_counter()
         images_since = 0
+        done = start_batch  # batches of this epoch trained (tqdm's counter stays 0 when it is disabled)
         for images, labels in loader:
             self._train_step(images, labels)
+            done += 1
             images_since += labels.numel() * self.distributed.world_size
             bar.update(1)
-            if bar.n % 10 == 0 or bar.n == self.steps_per_epoch:
+            if done % 10 == 0 or done == self.steps_per_epoch:
                 sums = {k: float(v) for k, v in self.meters.sums.items()}
                 rate = images_since / max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(
@@ -446,7 +466,8 @@ class Trainer:
                     top1=f"{100 * sums['top1'] / sums['count']:.1f}%",
                     img_s=f"{rate:.0f}",
                 )
-            if self._should_stop():
+            # On the epoch's last batch the stop waits until the epoch is evaluated and saved (fit()).
+            if done < self.steps_per_epoch and self._should_stop():
                 self.meters.seconds += time.perf_counter() - started
                 bar.close()
                 raise TrainingInterrupted(int(self._stop_signal or signal.SIGTERM), self.save())
@@ -467,9 +488,13 @@ class Trainer:
         metrics["epoch_seconds"] = self.meters.seconds
         metrics["train_images_per_s"] = count / max(self.meters.seconds, 1e-9)
         if not math.isfinite(metrics["train_loss"]):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            where = (
+                f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            )
             raise FloatingPointError(
-                f"the training loss became {metrics['train_loss']} in epoch {self.epoch + 1}; the last good "
-                f"checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}. Lower lr, or check the recipe."
+                f"the training loss became {metrics['train_loss']} in epoch {self.epoch + 1}; {where}. "
+                "Lower lr, or check the recipe."
             )
         return metrics
 
@@ -498,10 +523,12 @@ class Trainer:
                     self.best = {"test_top1": row["test_top1"], "epoch": self.epoch}
                 self.history.append(row)
                 self.meters = _Meters(self.device)
-                self.save(best=is_best)
+                path = self.save(best=is_best)
                 if writer is not None:
                     writer.write(self.history)
                 self.log(self._epoch_line(row))
+                if self.epoch < config.epochs and self._should_stop():
+                    raise TrainingInterrupted(int(self._stop_signal or signal.SIGTERM), path)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -587,6 +614,11 @@ def evaluate_checkpoint(
     device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     dataset = load_split(config, split)
+    subset = config.test_subset if split == "test" else config.train_subset
+    if subset is not None and config.dataset not in STREAMING:  # the images the run itself scored
+        import dataclasses
+
+        dataset = dataclasses.replace(dataset, images=dataset.images[:subset], labels=dataset.labels[:subset])
     if config.dataset in STREAMING:
         loader = StreamingLoader(
             dataset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
