@@ -93,17 +93,9 @@ def collect_features(
     model: nn.Module, config: TrainConfig, split: str = "test", limit: int | None = None, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N, d) of ``model`` on a split of the run's dataset, and the labels (N,)."""
-    from slac.data import DeviceLoader
-    from slac.train.data import load_split
+    from slac.train.data import evaluation_loader, load_split
 
-    dataset = load_split(config, split)
-    if limit is not None:
-        import dataclasses
-
-        dataset = dataclasses.replace(dataset, images=dataset.images[:limit], labels=dataset.labels[:limit])
-    loader = DeviceLoader(
-        dataset, config.eval_batch_size, shuffle=False, device=device, dtype=getattr(torch, config.dtype)
-    )
+    loader = evaluation_loader(config, load_split(config, split), torch.device(device), limit)
     features, labels = [], []
     for images, targets in loader:
         features.append(model.forward_features(images).float().cpu())

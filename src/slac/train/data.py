@@ -20,7 +20,7 @@ from slac.data import STREAMING, ArrayDataset, DeviceLoader, load_dataset
 from slac.train.config import ConfigError, TrainConfig
 from slac.train.distributed import Distributed
 
-__all__ = ["DataBundle", "StreamingLoader", "build_data", "load_split"]
+__all__ = ["DataBundle", "StreamingLoader", "build_data", "evaluation_loader", "load_split"]
 
 
 @dataclass
@@ -69,8 +69,6 @@ def build_data(
             )
     if config.train_subset is not None:
         train = _subset(train, 0, config.train_subset)
-    if config.test_subset is not None:
-        test = _subset(test, 0, config.test_subset)
     drop_last = config.drop_last
     remainder = len(train) % config.batch_size
     if distributed.enabled and 0 < remainder < distributed.world_size and not drop_last:
@@ -96,16 +94,34 @@ def build_data(
             f"no training step per epoch: {len(train)} training images (train_subset) in batches of "
             f"{config.batch_size} with drop_last; lower batch_size or use more images"
         )
-    start, stop = _shard_bounds(len(test), distributed)
-    test_loader = DeviceLoader(
-        _subset(test, start, stop),
-        batch_size=config.eval_batch_size,
-        shuffle=False,
-        device=device,
-        dtype=getattr(torch, config.dtype),
-    )
+    test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     used = len(train_loader) * config.batch_size if drop_last else len(train)
-    return DataBundle(train_loader, test_loader, train.image_shape, train.num_classes, used, len(test))
+    test_size = len(test) if config.test_subset is None else config.test_subset
+    return DataBundle(train_loader, test_loader, train.image_shape, train.num_classes, used, test_size)
+
+
+def evaluation_loader(
+    config: TrainConfig,
+    dataset: Any,
+    device: torch.device,
+    limit: int | None = None,
+    distributed: Distributed | None = None,
+) -> Any:
+    """In order, without augmentation, the first ``limit`` images of ``dataset`` (all when None; more
+    than there are means all), this process's contiguous share of them: the images a run is scored on,
+    the same in training, ``slac eval`` and the plots."""
+    distributed = distributed or Distributed()
+    size = len(dataset) if limit is None else min(limit, len(dataset))
+    start, stop = _shard_bounds(size, distributed)
+    dtype = getattr(torch, config.dtype)
+    if config.dataset in STREAMING:
+        subset = torch.utils.data.Subset(dataset, range(start, stop))
+        return StreamingLoader(
+            subset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
+        )
+    return DeviceLoader(
+        _subset(dataset, start, stop), config.eval_batch_size, shuffle=False, device=device, dtype=dtype
+    )
 
 
 class _ResumableShardSampler(torch.utils.data.Sampler):
@@ -195,8 +211,6 @@ def _build_streaming(
 ) -> DataBundle:
     if config.train_subset is not None:
         train = torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
-    if config.test_subset is not None:
-        test = torch.utils.data.Subset(test, range(min(config.test_subset, len(test))))
     common = {
         "device": device,
         "seed": config.seed,
@@ -212,10 +226,7 @@ def _build_streaming(
         drop_last=config.drop_last,
         **common,
     )
-    start, stop = _shard_bounds(len(test), distributed)
-    test_loader = StreamingLoader(
-        torch.utils.data.Subset(test, range(start, stop)), config.eval_batch_size, shuffle=False, **common
-    )
-    classes = getattr(test, "classes", None) or getattr(getattr(test, "dataset", None), "classes", [])
+    test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     image = test[0][0] if len(test) else torch.empty(3, 224, 224)
-    return DataBundle(train_loader, test_loader, tuple(image.shape), len(classes), len(train), len(test))
+    test_size = len(test) if config.test_subset is None else min(config.test_subset, len(test))
+    return DataBundle(train_loader, test_loader, tuple(image.shape), len(test.classes), len(train), test_size)

@@ -197,8 +197,18 @@ class _Meters:
         else:
             self.sums[name] = value.clone()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "seconds": self.seconds}
+    def summed(self, distributed: Distributed) -> dict[str, Tensor]:
+        """The sums over every process (a collective: every process must call it)."""
+        if not (distributed.enabled and self.sums):
+            return dict(self.sums)
+        names = sorted(self.sums)
+        totals = distributed.all_reduce_sum(torch.stack([self.sums[name] for name in names]))
+        return dict(zip(names, totals, strict=True))
+
+    def state_dict(self, distributed: Distributed | None = None) -> dict[str, Any]:
+        """Sums (over every process when ``distributed`` is given) and seconds, on the CPU."""
+        sums = self.summed(distributed) if distributed is not None else self.sums
+        return {"sums": {k: v.cpu() for k, v in sums.items()}, "seconds": self.seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
@@ -319,7 +329,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
 
-    def _checkpoint_state(self) -> dict[str, Any]:
+    def _checkpoint_state(self, meters: dict[str, Any]) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
@@ -330,7 +340,7 @@ class Trainer:
             "rng": get_rng_state(),
             "epoch": self.epoch,
             "step": self.step,
-            "meters": self.meters.state_dict(),
+            "meters": meters,
             "history": self.history,
             "best": dict(self.best),
             "complete": self.epoch >= self.config.epochs,
@@ -367,15 +377,10 @@ class Trainer:
     def save(self, best: bool = False) -> Path | None:
         """Write checkpoints/last.pt (and best.pt) from rank 0; returns last.pt's path. Every process
         must call it: the running sums of an epoch in progress are summed over processes first."""
-        meters = self.meters.state_dict()
-        if self.distributed.enabled and meters["sums"]:
-            names = sorted(self.meters.sums)
-            totals = self.distributed.all_reduce_sum(torch.stack([self.meters.sums[n] for n in names]))
-            meters["sums"] = {name: value.cpu() for name, value in zip(names, totals, strict=True)}
+        meters = self.meters.state_dict(self.distributed)
         if not self.distributed.is_main:
             return None
-        state = self._checkpoint_state()
-        state["meters"] = meters
+        state = self._checkpoint_state(meters)
         path = save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
         if best:
             save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
@@ -475,9 +480,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.meters.seconds += time.perf_counter() - started
-        names = sorted(self.meters.sums)
-        totals = self.distributed.all_reduce_sum(torch.stack([self.meters.sums[n] for n in names]))
-        sums = dict(zip(names, totals.tolist(), strict=True))
+        sums = {name: float(value) for name, value in self.meters.summed(self.distributed).items()}
         count = sums.pop("count")
         metrics = {"train_loss": sums.pop("loss") / count}
         metrics.update(
@@ -601,8 +604,8 @@ def evaluate_checkpoint(
     ``overrides`` may set device, data_root, eval_batch_size, workers. Returns top1, top5, loss, count,
     the checkpoint's epoch and, where the run logged one for that epoch, ``logged_test_top1``.
     """
-    from slac.data import STREAMING, DeviceLoader
-    from slac.train.data import StreamingLoader, load_split
+    from slac.data import STREAMING
+    from slac.train.data import evaluation_loader, load_split
     from slac.train.distributed import resolve_device
 
     state = load_checkpoint(path)
@@ -614,18 +617,11 @@ def evaluate_checkpoint(
     device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     dataset = load_split(config, split)
-    subset = config.test_subset if split == "test" else config.train_subset
-    if subset is not None and config.dataset not in STREAMING:  # the images the run itself scored
-        import dataclasses
-
-        dataset = dataclasses.replace(dataset, images=dataset.images[:subset], labels=dataset.labels[:subset])
+    subset = config.test_subset if split == "test" else config.train_subset  # the images the run scored
+    loader = evaluation_loader(config, dataset, device, subset)
     if config.dataset in STREAMING:
-        loader = StreamingLoader(
-            dataset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
-        )
         image_shape, num_classes = tuple(dataset[0][0].shape), len(dataset.classes)
     else:
-        loader = DeviceLoader(dataset, config.eval_batch_size, shuffle=False, device=device, dtype=dtype)
         image_shape, num_classes = dataset.image_shape, dataset.num_classes
     model = build_model(config, image_shape, num_classes).to(device, dtype)
     try:
