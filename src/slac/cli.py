@@ -9,6 +9,7 @@ slac backends              which adder backends exist and which one ``auto`` pic
 slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
 slac bench train [...]     training images/s, real data pipeline against synthetic batches
 slac bench step [...]      one training step of a model in CNN vs ANN form (images/s)
+slac bench sass [...]      the Triton kernels compiled for sm_90: registers, spills, hot-loop mix
 slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
 
@@ -207,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train = bench.add_parser("train", help="training images/s with the real data pipeline vs synthetic")
     train_bench.add_arguments(bench_train)
     bench_train.set_defaults(run=train_bench.main)
+    from slac.bench import sass
+
+    bench_sass = bench.add_parser("sass", help="the Triton kernels' sm_90 machine code, without a GPU")
+    sass.add_arguments(bench_sass)
+    bench_sass.set_defaults(run=sass.main)
 
     plot = commands.add_parser("plot", help="figures as PNG (needs matplotlib)")
     plot.add_argument(

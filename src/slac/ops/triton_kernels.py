@@ -9,15 +9,20 @@ backward), launchers that own shapes, strides and block sizes, and the six backe
                  the input patch is gathered with masked loads (a padded position loads 0, so it
                  contributes |w| as in the official code); nothing is unfolded in memory.
     grad input   dX[b, c, q] = sum_{o,i,j: q = p*s - pad + (i,j)*d} G[b,o,p] * HT(W[o,c,i,j] - X[b,c,q])
-                 an implicit GEMM over input pixels (M) x input channels (N), reducing R = O/G*kh*kw,
-                 where an (o, i, j) that no output pixel maps through loads G = 0; HT = clamp(., -1, 1).
+                 an implicit GEMM over input pixels (M) x input channels (N), reducing over the (o, i, j)
+                 that reach q; HT = clamp(., -1, 1).
     grad weight  dW = (G . Xcols) - W * sum G: the convolution weight gradient (cuDNN through torch, with
                  TF32 off so that it is exact float32) and the correction term.
 
 Inputs may be float32, float16 or bfloat16 (accumulated in float32) or float64 (accumulated in float64),
 in any memory layout (strides are kernel arguments, so channels_last inputs are read in place). The inner
 step is |x - w| (no tensor cores can help: it is not a dot product), so the ceiling is the FP32 rate of
-the CUDA cores.
+the CUDA cores: two instructions per pair (a subtraction, and an addition of its absolute value).
+
+Both kernels are loops of rank-1 updates: for each tap (i, j) and channel, a column of BLOCK_M pixels and a
+row of BLOCK_N channels are loaded and every pair of them is accumulated, so each thread reuses each loaded
+value across its block of accumulators. The input gradient tiles input pixels by their residue modulo the
+stride, which makes the taps that reach a pixel (and their output pixels) uniform over a program.
 
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors through Triton's interpreter (slowly), which
 is how the tests check them on machines without a GPU; autotuning is then limited to one small config.
@@ -39,34 +44,53 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 AUTOTUNE = os.environ.get("SLAC_TRITON_AUTOTUNE", "1") != "0"
 
 
-def _configs(
-    space: list[tuple[int, int, int, int]], interpreted: tuple[int, int, int]
-) -> list[triton.Config]:
-    if INTERPRET:
-        m, n, k = interpreted
-        return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=1)]
-    if not AUTOTUNE:
-        space = space[:1]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for m, n, k, w in space]
+def _fitting(configs: list[triton.Config], n: int) -> list[triton.Config]:
+    """The configs whose BLOCK_N does not exceed the channel count n (rounded up to a power of two, at least
+    16), so that a 16-channel layer is not tiled 64 wide; with autotuning off, the first of them."""
+    limit = max(16, triton.next_power_of_2(n))
+    fit = [cfg for cfg in configs if cfg.kwargs["BLOCK_N"] <= limit] or configs[-1:]
+    return fit if AUTOTUNE else fit[:1]
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps): the (M, K, N) broadcast must fit in registers
-_SPACE = [
-    (32, 32, 8, 4),
-    (64, 32, 8, 4),
-    (32, 64, 8, 4),
-    (64, 64, 4, 4),
-    (64, 64, 8, 8),
-    (128, 32, 4, 4),
-    (128, 64, 4, 8),
-    (16, 16, 16, 1),
+def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
+    """Autotuning over space, keyed on the layer's shape; n_arg names the kernel's N (channel) argument."""
+    if INTERPRET:  # one small config: the interpreter runs every program on the CPU
+        configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "UNROLL": 1}, num_warps=1)]
+    else:
+        configs = [
+            triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w) for m, n, w, u in space
+        ]
+    return triton.autotune(
+        configs=configs,
+        key=["n_pixels", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW", "stride_h", "stride_w"],
+        prune_configs_by={"early_config_prune": lambda cfgs, args, **_: _fitting(cfgs, args[n_arg])},
+    )
+
+
+# (BLOCK_M, BLOCK_N, num_warps, loop unroll). The first config that fits a layer's channel count is the
+# one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code, NCHW inputs): all
+# run the hot loop without spilling; Triton gives each thread one channel and a strided set of pixels,
+# and the pixel column reaches the threads through shared memory (two barriers per channel).
+# Other shapes it lays out worse: 64 x 64 x 4 warps or 128 x 128 x 8 warps load every operand per
+# element from global memory (a quarter of the instructions are arithmetic, against three quarters here).
+FORWARD_SPACE = [
+    (128, 64, 4, 4),  # 79% of the hot loop's instructions are the |x - w| arithmetic
+    (256, 64, 8, 4),
+    (128, 32, 4, 4),  # 75%
+    (64, 32, 2, 4),
+    (128, 16, 2, 4),
+    (64, 16, 1, 4),
+]
+GRAD_INPUT_SPACE = [
+    (128, 32, 4, 4),  # 84% (a pair costs 4 instructions: w - x, two clamps, a fused multiply-add)
+    (64, 32, 2, 4),
+    (128, 64, 4, 4),  # 89% in the hot loop, but it spills between taps
+    (128, 16, 2, 4),
+    (64, 16, 1, 4),
 ]
 
 
-@triton.autotune(
-    configs=_configs(_SPACE, interpreted=(32, 16, 16)),
-    key=["n_pixels", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW"],
-)
+@_autotune("OUT_PER_GROUP", FORWARD_SPACE)
 @triton.jit
 def _adder2d_forward_kernel(
     x_ptr, w_ptr, y_ptr,
@@ -77,7 +101,7 @@ def _adder2d_forward_kernel(
     C_PER_GROUP, OUT_PER_GROUP,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -91,42 +115,33 @@ def _adder2d_forward_kernel(
     oh = (offs_m // out_w) % out_h
     ow = offs_m % out_w
     o = group * OUT_PER_GROUP + offs_n
-    k_total = C_PER_GROUP * KH * KW
+    x_group = b * sxb + group * C_PER_GROUP * sxc  # (M,) offsets: int32 keeps registers for accumulators
+    w_rows = o * swo  # (N,)
 
+    # one rank-1 update per (tap, channel): acc[m, n] += |x[m] - w[n]|, so each thread's block of
+    # accumulators reuses its loaded x and w values across the block (no (M, K, N) temporary)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for k0 in range(0, k_total, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)  # (c, i, j) flattened like weight[o].flatten()
-        mask_k = offs_k < k_total
-        c = offs_k // (KH * KW)
-        i = (offs_k // KW) % KH
-        j = offs_k % KW
-        ih = oh[:, None] * stride_h - pad_h + i[None, :] * dil_h  # (M, K)
-        iw = ow[:, None] * stride_w - pad_w + j[None, :] * dil_w
-        inside = (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-        x = tl.load(
-            x_ptr + b[:, None] * sxb + (group * C_PER_GROUP + c)[None, :] * sxc + ih * sxh + iw * sxw,
-            mask=mask_m[:, None] & mask_k[None, :] & inside,
-            other=0.0,
-        ).to(ACC)  # padding reads 0
-        w = tl.load(
-            w_ptr + o[None, :] * swo + c[:, None] * swc + i[:, None] * swh + j[:, None] * sww,
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        ).to(ACC)  # (K, N); a k past the end has x = w = 0 and adds nothing
-        acc += tl.sum(tl.abs(x[:, :, None] - w[None, :, :]), axis=1)
+    for i in tl.static_range(KH):
+        ih = oh * stride_h - pad_h + i * dil_h
+        for j in tl.static_range(KW):
+            iw = ow * stride_w - pad_w + j * dil_w
+            inside = mask_m & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+            x_tap = x_group + ih * sxh + iw * sxw
+            w_tap = w_rows + i * swh + j * sww
+            for c in tl.range(0, C_PER_GROUP, loop_unroll_factor=UNROLL):
+                x = tl.load(x_ptr + c * sxc + x_tap, mask=inside, other=0.0).to(ACC)  # padding: |0 - w|
+                w = tl.load(w_ptr + c * swc + w_tap, mask=mask_n, other=0.0).to(ACC)
+                acc += tl.abs(x[:, None] - w[None, :])
 
     y_offsets = b[:, None] * syb + o[None, :] * syo + oh[:, None] * syh + ow[:, None] * syw
     tl.store(y_ptr + y_offsets, -acc, mask=mask_m[:, None] & mask_n[None, :])
 
 
-@triton.autotune(
-    configs=_configs(_SPACE, interpreted=(32, 16, 16)),
-    key=["n_pixels", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW"],
-)
+@_autotune("C_PER_GROUP", GRAD_INPUT_SPACE)
 @triton.jit
 def _adder2d_grad_input_kernel(
     g_ptr, x_ptr, w_ptr, dx_ptr,
-    n_pixels, height, width, out_h, out_w,
+    n_pixels, height, width, out_h, out_w, class_h, class_w,
     sgb, sgo, sgh, sgw,
     sxb, sxc, sxh, sxw,
     swo, swc, swh, sww,
@@ -134,55 +149,55 @@ def _adder2d_grad_input_kernel(
     C_PER_GROUP, OUT_PER_GROUP,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr,
 ):  # fmt: skip
-    # d(-|x - w|)/dx = sign(w - x), clipped by AdderNet to HT(w - x) = clamp(w - x, -1, 1); the input pixel
-    # q = (h, w) gathers from every output pixel p and offset (i, j) with q = p * s - pad + (i, j) * d.
+    # d(-|x - w|)/dx = sign(w - x), clipped by AdderNet to HT(w - x) = clamp(w - x, -1, 1). The input pixel
+    # q = (h, w) gathers from every output pixel p and tap (i, j) with q = p * s - pad + (i, j) * d. A
+    # program takes input pixels of one residue class h = rh + s_h * hq, w = rw + s_w * wq: the taps that
+    # reach such a pixel are the same for the whole class (i * d_h = rh + pad_h mod s_h), and each reaches
+    # it from the output pixel (hq, wq) + a constant, so no term is masked out for the stride.
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_r = tl.program_id(2)
+    rh = pid_r // stride_w
+    rw = pid_r % stride_w
     tiles_per_group = tl.cdiv(C_PER_GROUP, BLOCK_N)
     group = pid_n // tiles_per_group
     offs_n = (pid_n % tiles_per_group) * BLOCK_N + tl.arange(0, BLOCK_N)  # input channel in the group
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixel: (b, h, w)
-    mask_m = offs_m < n_pixels
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (b, hq, wq) in the class
+    b = offs_m // (class_h * class_w)
+    hq = (offs_m // class_w) % class_h
+    wq = offs_m % class_w
+    h = rh + hq * stride_h
+    w_ = rw + wq * stride_w
+    mask_m = (offs_m < n_pixels) & (h < height) & (w_ < width)
     mask_n = offs_n < C_PER_GROUP
-    b = offs_m // (height * width)
-    h = (offs_m // width) % height
-    w_ = offs_m % width
     c = group * C_PER_GROUP + offs_n
     x = tl.load(
         x_ptr + b[:, None] * sxb + c[None, :] * sxc + h[:, None] * sxh + w_[:, None] * sxw,
         mask=mask_m[:, None] & mask_n[None, :],
         other=0.0,
     ).to(ACC)  # (M, N), loaded once
-    r_total = OUT_PER_GROUP * KH * KW
+    g_group = b * sgb + group * OUT_PER_GROUP * sgo  # (M,) offsets
+    w_cols = group * OUT_PER_GROUP * swo + offs_n * swc  # (N,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for r0 in range(0, r_total, BLOCK_K):
-        offs_r = r0 + tl.arange(0, BLOCK_K)  # (o, i, j) flattened
-        mask_r = offs_r < r_total
-        o = group * OUT_PER_GROUP + offs_r // (KH * KW)
-        i = (offs_r // KW) % KH
-        j = offs_r % KW
-        th = h[:, None] + pad_h - i[None, :] * dil_h  # (M, R): = oh * stride_h when (o, i, j) reaches q
-        tw = w_[:, None] + pad_w - j[None, :] * dil_w
-        oh = th // stride_h
-        ow = tw // stride_w
-        reach = (
-            (th >= 0) & (tw >= 0) & (th % stride_h == 0) & (tw % stride_w == 0) & (oh < out_h) & (ow < out_w)
-        )
-        g = tl.load(
-            g_ptr + b[:, None] * sgb + o[None, :] * sgo + oh * sgh + ow * sgw,
-            mask=mask_m[:, None] & mask_r[None, :] & reach,
-            other=0.0,
-        ).to(ACC)  # (M, R); 0 where (o, i, j) does not reach q
-        wv = tl.load(
-            w_ptr + o[:, None] * swo + offs_n[None, :] * swc + i[:, None] * swh + j[:, None] * sww,
-            mask=mask_r[:, None] & mask_n[None, :],
-            other=0.0,
-        ).to(ACC)  # (R, N)
-        ht = tl.minimum(tl.maximum(wv[None, :, :] - x[:, None, :], -1.0), 1.0)
-        acc += tl.sum(g[:, :, None] * ht, axis=1)
+    for i in tl.static_range(KH):
+        th = rh + pad_h - i * dil_h  # = oh * s_h - hq * s_h for the output row oh that reaches h through i
+        if th % stride_h == 0:
+            oh = hq + th // stride_h
+            for j in tl.static_range(KW):
+                tw = rw + pad_w - j * dil_w
+                if tw % stride_w == 0:
+                    ow = wq + tw // stride_w
+                    reach = mask_m & (oh >= 0) & (oh < out_h) & (ow >= 0) & (ow < out_w)
+                    g_tap = g_group + oh * sgh + ow * sgw
+                    w_tap = w_cols + i * swh + j * sww
+                    for o in tl.range(0, OUT_PER_GROUP, loop_unroll_factor=UNROLL):
+                        g = tl.load(g_ptr + o * sgo + g_tap, mask=reach, other=0.0).to(ACC)  # (M,)
+                        wv = tl.load(w_ptr + o * swo + w_tap, mask=mask_n, other=0.0).to(ACC)  # (N,)
+                        ht = tl.minimum(tl.maximum(wv[None, :] - x, -1.0), 1.0)
+                        acc += g[:, None] * ht
 
     dx_offsets = b[:, None] * sdb + c[None, :] * sdc + h[:, None] * sdh + w_[:, None] * sdw
     tl.store(dx_ptr + dx_offsets, acc, mask=mask_m[:, None] & mask_n[None, :])
@@ -202,10 +217,11 @@ def _acc(t: Tensor):
 
 def _check_index_range(*tensors: Tensor) -> None:
     for t in tensors:
-        if t.numel() >= 2**31:
+        last = sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride(), strict=True))
+        if last >= 2**31:
             raise ValueError(
-                f"the triton adder kernels use 32-bit offsets; a tensor of shape {tuple(t.shape)} has "
-                f"{t.numel()} elements (split the batch)"
+                f"the triton adder kernels use 32-bit offsets; a tensor of shape {tuple(t.shape)} and "
+                f"strides {t.stride()} reaches element {last} (split the batch)"
             )
 
 
@@ -225,6 +241,7 @@ def _launch_forward(input: Tensor, weight: Tensor, stride, padding, dilation, gr
         n_pixels, input.shape[2], input.shape[3], ho, wo,
         *input.stride(), *weight.stride(), *out.stride(),
         cg, og, *stride, *padding, *dilation, KH=kh, KW=kw, ACC=_acc(input),
+        enable_fp_fusion=True,  # the input gradient's multiply-add in one FFMA
     )  # fmt: skip
     return out
 
@@ -235,16 +252,24 @@ def _launch_grad_input(grad: Tensor, input: Tensor, weight: Tensor, stride, padd
     ho, wo = grad.shape[-2:]
     dx = torch.empty(b, c, h, w, device=input.device, dtype=_acc_dtype(input))
     _check_index_range(input, grad)
-    n_pixels = b * h * w
+    # input pixels in stride_h * stride_w residue classes of class_h x class_w pixels each (the last rows
+    # and columns of a class may fall outside the image and are masked)
+    class_h, class_w = triton.cdiv(h, stride[0]), triton.cdiv(w, stride[1])
+    n_pixels = b * class_h * class_w
 
     def grid(meta):
-        return (triton.cdiv(n_pixels, meta["BLOCK_M"]), groups * triton.cdiv(cg, meta["BLOCK_N"]))
+        return (
+            triton.cdiv(n_pixels, meta["BLOCK_M"]),
+            groups * triton.cdiv(cg, meta["BLOCK_N"]),
+            stride[0] * stride[1],
+        )
 
     _adder2d_grad_input_kernel[grid](
         grad, input, weight, dx,
-        n_pixels, h, w, ho, wo,
+        n_pixels, h, w, ho, wo, class_h, class_w,
         *grad.stride(), *input.stride(), *weight.stride(), *dx.stride(),
         cg, o // groups, *stride, *padding, *dilation, KH=kh, KW=kw, ACC=_acc(input),
+        enable_fp_fusion=True,  # the input gradient's multiply-add in one FFMA
     )  # fmt: skip
     return dx
 
