@@ -179,7 +179,10 @@ def test_triton_kernels_compile_for_sm90_without_spilling_in_the_hot_loop(dtype)
 
 def test_bench_sass_refuses_interpreted_kernels():
     from slac.bench import sass
+    from slac.ops import triton_kernels
 
+    if not triton_kernels.INTERPRET:
+        pytest.skip("the kernels were loaded for a GPU here")
     with pytest.raises(RuntimeError, match="without TRITON_INTERPRET"):
         sass.compile_kernel("forward", 32, 16, 1, 1)
     with pytest.raises(ValueError, match="unknown kernel"):
