@@ -19,6 +19,10 @@ status=0
 # the cuda-marked tests and every Triton test on the GPU (small shapes, all strides, half types)
 $python -m pytest tests/test_adder_triton.py -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -5 \
     || status=1
+# the launch without the autotuner (SLAC_TRITON_AUTOTUNE=0 is read at import: a process of its own)
+SLAC_TRITON_AUTOTUNE=0 $python -m pytest tests/test_adder_triton.py -q -p no:cacheprovider \
+    -k "matches_reference or half or large" 2>&1 | tee "$OUT/tests-no-autotune.txt" | tail -3 || status=1
+$python -m slac.cli bench sass --first 2>&1 | tee "$OUT/sass.txt" | tail -8 || status=1
 $python -m slac.cli bench adder --device cuda --repeats 5 \
     --methods official triton conv2d conv2d-tf32 conv2d-bf16 --json "$OUT/adder.json" 2>&1 \
     | tee "$OUT/adder.txt" | tail -30 || status=1

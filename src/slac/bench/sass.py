@@ -1,15 +1,19 @@
 """The adder Triton kernels' machine code, compiled for an NVIDIA GPU on a machine without one.
 
 Triton compiles ahead of time for a named target (by default sm_90, the H100) with the ptxas it ships,
-and its cuobjdump and nvdisasm read the result, so this runs wherever Triton is installed. For each
-kernel and block config it reports the registers and stack (spill space) per thread, and for the hot
-loop (the rank-1 update over channels) its instruction count, the fraction of it that is the kernel's
-arithmetic (FADD, FMNMX, FFMA), and barriers, shared-memory and global loads per 1000 arithmetic
-instructions. These are no timing, but they expose spills, layout conversions and index arithmetic,
-which is how the autotuning spaces were chosen without a GPU at hand.
+and its cuobjdump and nvdisasm read the result, so this runs wherever Triton is installed. A kernel is
+compiled for a layer shape as its launcher would launch it: the same arguments (built by the launcher's
+own ``forward_call`` / ``grad_input_call`` on meta tensors) and Triton's run-time specialisation of them
+(integers equal to 1 become constants; integers that are multiples of 16 and pointers are marked
+16-divisible), which changes the code Triton generates. For each kernel, layer and block config it
+reports the registers and stack (spill space) per thread, and for the hot loop (the rank-1 update over
+channels) its instruction count, the fraction of it that is the kernel's arithmetic (FADD, FMNMX, FFMA
+and their float64 forms), and barriers, shared-memory and global loads per 1000 arithmetic instructions.
+These are no timing, but they expose spills, layout conversions and index arithmetic, which is how the
+autotuning spaces were chosen without a GPU at hand.
 
-    slac bench sass                                    # every config of both autotuning spaces
-    slac bench sass --kernel forward --config 128 64 4 4 --dump forward.sass
+    slac bench sass                                # two layers, every config that fits them
+    slac bench sass --shapes resnet18 --layers 0 --kernel forward --config 128 64 4 4 --dump fwd.sass
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import re
 import subprocess
 import tempfile
 
-__all__ = ["KERNELS", "SassReport", "add_arguments", "analyse", "compile_kernel", "main"]
+from slac.bench.adder import RESNET18_IMAGENET_SHAPES, RESNET20_CIFAR_SHAPES, LayerShape
+
+__all__ = ["KERNELS", "SassReport", "add_arguments", "analyse", "compile_kernel", "kernel_call", "main"]
 
 KERNELS = ("forward", "grad_input")
-ARITHMETIC = ("FADD", "FMNMX", "FFMA", "FMUL")
-# integer arguments that Triton specialises to the constant 1 at run time for NCHW tensors
-UNIT_STRIDES = ("sxw", "syw", "sgw", "sdw")
+ARITHMETIC = ("FADD", "FMNMX", "FFMA", "DADD", "DMNMX", "DFMA")
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
+# (set, index, batch) of the default layers: a ResNet-20 and a ResNet-18 layer at the issue's batches
+DEFAULT_LAYERS = (("resnet20", 2, 256), ("resnet18", 2, 64))
 
 
 @dataclasses.dataclass
@@ -52,16 +59,6 @@ class SassReport:
         )
 
 
-def _kernel(name: str):
-    from slac.ops import triton_kernels
-
-    if name not in KERNELS:
-        raise ValueError(f"unknown kernel {name!r}; choose from {', '.join(KERNELS)}")
-    autotuned = getattr(triton_kernels, f"_adder2d_{name}_kernel")
-    space = triton_kernels.FORWARD_SPACE if name == "forward" else triton_kernels.GRAD_INPUT_SPACE
-    return autotuned.fn, space
-
-
 def _tools_dir() -> str:
     import triton
 
@@ -71,46 +68,74 @@ def _tools_dir() -> str:
     return path
 
 
-def compile_kernel(
-    name: str,
-    block_m: int,
-    block_n: int,
-    num_warps: int,
-    unroll: int,
-    kernel_size: int = 3,
-    dtype: str = "fp32",
-    capability: int = 90,
-    ones: tuple[str, ...] = UNIT_STRIDES,
-):
-    """Compile one of the adder kernels for ``sm_{capability}`` with the given block config."""
+def kernel_call(name: str, layer: LayerShape, batch: int, dtype: str = "fp32"):
+    """The launcher's KernelCall for one layer, on meta tensors (nothing is allocated)."""
+    import torch
+
+    from slac.ops import triton_kernels
+
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernel {name!r}; choose from {', '.join(KERNELS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype is one of {', '.join(DTYPES)}, got {dtype!r}")
+    element = getattr(torch, DTYPES[dtype])
+    acc = torch.float64 if element == torch.float64 else torch.float32
+    conv = ([layer.stride] * 2, [layer.padding] * 2, [1, 1], 1)
+    x = torch.empty(batch, layer.in_channels, layer.size, layer.size, device="meta", dtype=element)
+    w = torch.empty(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel, device="meta",
+                    dtype=element)  # fmt: skip
+    size = layer.output_size()
+    if name == "forward":
+        out = torch.empty(batch, layer.out_channels, size, size, device="meta", dtype=acc)
+        return triton_kernels.forward_call(x, w, out, *conv)
+    grad = torch.empty(batch, layer.out_channels, size, size, device="meta", dtype=element)
+    return triton_kernels.grad_input_call(grad, x, w, torch.empty_like(x, dtype=acc), *conv)
+
+
+_POINTER_TYPES = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "float64": "*fp64"}
+
+
+def _specialise(value) -> tuple[str, object]:
+    """Triton's run-time specialisation of a launch argument (its JIT does the same): an integer equal to
+    1 becomes a constant, an integer that is a multiple of 16 and a tensor's (16-byte aligned) address
+    are marked divisible by 16. Returns (signature type, constant or divisibility)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return _POINTER_TYPES[str(value.dtype).removeprefix("torch.")], 16
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise TypeError(f"launch arguments are tensors and 32-bit integers, got {value!r}")
+    if value == 1:
+        return "constexpr", 1
+    return "i32", 16 if value % 16 == 0 else None
+
+
+def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int, capability: int = 90):
+    """Compile a KernelCall's kernel for sm_{capability} with one block config, specialised as at run time."""
     import triton
-    import triton.language as tl
     from triton.backends.compiler import GPUTarget
-    from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
-    jit, _ = _kernel(name)
-    if isinstance(jit, InterpretedFunction) or not isinstance(jit, JITFunction):
+    jit = call.kernel.fn
+    if not isinstance(jit, JITFunction):
         raise RuntimeError(
             "the Triton kernels were loaded for the interpreter (TRITON_INTERPRET=1), and interpreted "
             "functions cannot be compiled; run this in a process without TRITON_INTERPRET set"
         )
-    constants = {
-        "KH": kernel_size, "KW": kernel_size, "ACC": tl.float32, "BLOCK_M": block_m, "BLOCK_N": block_n,
-        "UNROLL": unroll, **{arg: 1 for arg in ones if arg in jit.arg_names},
-    }  # fmt: skip
-    if dtype not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"dtype is fp32, fp16 or bf16, got {dtype!r}")
-    element = dtype
-    outputs = ("y_ptr", "dx_ptr")  # written in float32 whatever the input type
-    signature = {
-        arg: "constexpr" if arg in constants
-        else ("*fp32" if arg in outputs else f"*{element}") if arg.endswith("_ptr")
-        else "i32"
-        for arg in jit.arg_names
-    }  # fmt: skip
-    source = triton.compiler.ASTSource(fn=jit, signature=signature, constexprs=constants)
     _tools_dir()
+    constexprs = {**call.constexprs, "BLOCK_M": block_m, "BLOCK_N": block_n, "UNROLL": unroll}
+    values = dict(zip(jit.arg_names, call.args, strict=False))
+    signature, attrs = {}, {}
+    for index, arg in enumerate(jit.arg_names):
+        if arg in constexprs:
+            signature[arg] = "constexpr"
+            continue
+        signature[arg], special = _specialise(values[arg])
+        if signature[arg] == "constexpr":
+            constexprs[arg] = special
+        elif special:
+            attrs[(index,)] = [["tt.divisibility", special]]
+    source = triton.compiler.ASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": num_warps, "enable_fp_fusion": True}  # as the launchers compile them
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
@@ -168,49 +193,77 @@ def analyse(kernel) -> SassReport:
 
 
 HEADER = (
-    "| kernel | BLOCK_M | BLOCK_N | warps | unroll | registers | stack B | spill instr | hot loop instr | "
-    "arithmetic | BAR/1k | LDS/1k | LDG/1k |\n|---|" + "---:|" * 12
+    "| kernel | layer | batch | BLOCK_M | BLOCK_N | warps | unroll | registers | stack B | spill instr | "
+    "hot loop instr | arithmetic | BAR/1k | LDS/1k | LDG/1k |\n|---|---|" + "---:|" * 13
 )
+SHAPE_SETS = {"resnet20": (RESNET20_CIFAR_SHAPES, 256), "resnet18": (RESNET18_IMAGENET_SHAPES, 64)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", choices=KERNELS, action="append", help="default: both")
     parser.add_argument(
-        "--config", type=int, nargs=4, action="append", metavar=("BLOCK_M", "BLOCK_N", "WARPS", "UNROLL"),
-        help="a block config (repeatable); default: the kernel's autotuning space",
+        "--shapes", choices=sorted(SHAPE_SETS), action="append",
+        help="layer set (as in slac bench adder; default: one layer of each set)",
     )  # fmt: skip
-    parser.add_argument("--kernel-size", type=int, default=3, help="KH = KW of the compiled kernel")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="input type")
-    parser.add_argument("--capability", type=int, default=90, help="compute capability (90: H100/H200)")
+    parser.add_argument("--layers", type=int, nargs="+", help="indices of layers in the sets (default: 2)")
+    parser.add_argument("--batch", type=int, help="batch (default: 256 for resnet20, 64 for resnet18)")
     parser.add_argument(
-        "--ones", nargs="*", default=list(UNIT_STRIDES),
-        help="integer arguments compiled as the constant 1 (default: NCHW's unit strides)",
+        "--config", type=int, nargs=4, action="append", metavar=("BLOCK_M", "BLOCK_N", "WARPS", "UNROLL"),
+        help="a block config (repeatable); default: the configs of the kernel's space that fit the layer",
     )  # fmt: skip
+    parser.add_argument(
+        "--first", action="store_true",
+        help="only the first config that fits (the one used with SLAC_TRITON_AUTOTUNE=0)",
+    )  # fmt: skip
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="input type")
+    parser.add_argument("--capability", type=int, default=90, help="compute capability (90: H100/H200)")
     parser.add_argument("--dump", default=None, help="write the last compiled kernel's SASS here")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON lines instead")
 
 
+def _layers(args: argparse.Namespace) -> list[tuple[LayerShape, int]]:
+    if args.batch is not None and args.batch < 1:
+        raise SystemExit(f"slac bench sass: --batch must be positive, got {args.batch}")
+    if args.shapes is None and args.layers is None:
+        chosen = [(SHAPE_SETS[name][0][i], batch) for name, i, batch in DEFAULT_LAYERS]
+    else:
+        chosen = []
+        for name in args.shapes or sorted(SHAPE_SETS):
+            shapes, batch = SHAPE_SETS[name]
+            for i in args.layers or [2]:
+                if not 0 <= i < len(shapes):
+                    raise SystemExit(f"slac bench sass: {name} has layers 0-{len(shapes) - 1}, not {i}")
+                chosen.append((shapes[i], batch))
+    return [(layer, args.batch or batch) for layer, batch in chosen]
+
+
 def main(args: argparse.Namespace) -> int:
-    for value in (args.kernel_size, args.capability):
-        if value < 1:
-            raise SystemExit(f"slac bench sass: sizes and capabilities are positive, got {value}")
+    from slac.ops import triton_kernels
+
+    if args.capability < 1:
+        raise SystemExit(f"slac bench sass: --capability must be positive, got {args.capability}")
+    layers = _layers(args)
     if not args.json:
-        print(f"Triton kernels compiled for sm_{args.capability} ({args.dtype} inputs, {args.kernel_size}x"
-              f"{args.kernel_size} taps, unit strides: {' '.join(args.ones) or 'none'})\n")  # fmt: skip
+        print(f"Triton kernels compiled for sm_{args.capability}, {args.dtype} inputs, specialised as at "
+              f"run time\n")  # fmt: skip
         print(HEADER)
     report = None
     for name in args.kernel or KERNELS:
-        for m, n, warps, unroll in args.config or _kernel(name)[1]:
-            kernel = compile_kernel(
-                name, m, n, warps, unroll, args.kernel_size, args.dtype, args.capability, tuple(args.ones)
-            )
-            report = analyse(kernel)
-            if args.json:
-                fields = {k: v for k, v in dataclasses.asdict(report).items() if k != "sass"}
-                config = {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "UNROLL": unroll}
-                print(json.dumps({"kernel": name, "dtype": args.dtype, **config, **fields}), flush=True)
-            else:
-                print(f"| {name} | {m} | {n} | {warps} | {unroll} | {report.row()} |", flush=True)
+        for layer, batch in layers:
+            call = kernel_call(name, layer, batch, args.dtype)
+            configs = args.config or [triton_kernels._block(cfg) for cfg in call.configs()]
+            if args.first:
+                configs = configs[:1]
+            for m, n, warps, unroll in configs:
+                report = analyse(compile_kernel(call, m, n, warps, unroll, args.capability))
+                if args.json:
+                    fields = {k: v for k, v in dataclasses.asdict(report).items() if k != "sass"}
+                    config = {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "UNROLL": unroll}
+                    print(json.dumps({"kernel": name, "layer": layer.name, "batch": batch,
+                                      "dtype": args.dtype, **config, **fields}), flush=True)  # fmt: skip
+                else:
+                    cells = (name, layer.name, batch, m, n, warps, unroll, report.row())
+                    print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     if args.dump and report is not None:
         with open(args.dump, "w") as f:
             f.write(report.sass)

@@ -31,6 +31,7 @@ is how the tests check them on machines without a GPU; autotuning is then limite
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -40,54 +41,75 @@ from torch import Tensor
 from slac.ops.geometry import linear_as_conv, output_size
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# SLAC_TRITON_AUTOTUNE=0: the first config only, no autotuning (each config is a separate compile)
+# SLAC_TRITON_AUTOTUNE=0: the first fitting config only, launched without the autotuner (each config of
+# the space is a separate compile, and the autotuner benchmarks them for every new layer shape)
 AUTOTUNE = os.environ.get("SLAC_TRITON_AUTOTUNE", "1") != "0"
 
 
-def _fitting(configs: list[triton.Config], n: int) -> list[triton.Config]:
-    """The configs whose BLOCK_N does not exceed the channel count n (rounded up to a power of two, at least
-    16), so that a 16-channel layer is not tiled 64 wide; with autotuning off, the first of them."""
-    limit = max(16, triton.next_power_of_2(n))
-    fit = [cfg for cfg in configs if cfg.kwargs["BLOCK_N"] <= limit] or configs[-1:]
-    return fit if AUTOTUNE else fit[:1]
+def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
+    """The configs for a launch. With float32 accumulation, those of the space whose BLOCK_N does not exceed
+    the channel count n (rounded up to a power of two, at least 16), so that a 16-channel layer is not
+    tiled 64 wide. With float64 accumulation (a float64 takes two registers: the space's tiles spill on
+    sm_90), FLOAT64_BLOCK alone."""
+    if acc == tl.float64:
+        fit = [cfg for cfg in configs if _block(cfg) == FLOAT64_BLOCK]
+    else:
+        space = [cfg for cfg in configs if _block(cfg) != FLOAT64_BLOCK]
+        limit = max(16, triton.next_power_of_2(n))
+        fit = [cfg for cfg in space if cfg.kwargs["BLOCK_N"] <= limit] or space[-1:]
+    return fit or configs[-1:]
+
+
+def _block(cfg: triton.Config) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, UNROLL) of a config, as the spaces list them."""
+    return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.kwargs["UNROLL"]
 
 
 def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
     """Autotuning over space, keyed on the layer's shape; n_arg names the kernel's N (channel) argument."""
     if INTERPRET:  # one small config: the interpreter runs every program on the CPU
         configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "UNROLL": 1}, num_warps=1)]
+        return triton.autotune(configs=configs, key=[])
     else:
         configs = [
-            triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w) for m, n, w, u in space
+            triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w)
+            for m, n, w, u in [*space, FLOAT64_BLOCK]
         ]
+
+    def prune(configs, args, **kwargs):  # ACC is a keyword argument of the launch
+        return _fitting(configs, args[n_arg], kwargs.get("ACC", args.get("ACC")))
+
     return triton.autotune(
         configs=configs,
         key=["n_pixels", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW", "stride_h", "stride_w"],
-        prune_configs_by={"early_config_prune": lambda cfgs, args, **_: _fitting(cfgs, args[n_arg])},
+        prune_configs_by={"early_config_prune": prune},
     )
 
 
 # (BLOCK_M, BLOCK_N, num_warps, loop unroll). The first config that fits a layer's channel count is the
-# one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code, NCHW inputs): all
-# run the hot loop without spilling; Triton gives each thread one channel and a strided set of pixels,
-# and the pixel column reaches the threads through shared memory (two barriers per channel).
-# Other shapes it lays out worse: 64 x 64 x 4 warps or 128 x 128 x 8 warps load every operand per
-# element from global memory (a quarter of the instructions are arithmetic, against three quarters here).
+# one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code, specialised as at run
+# time, on a ResNet-20 and a ResNet-18 layer): none spills in its hot loop, and 70-88% of the hot loop's
+# instructions are the kernel's arithmetic (BENCHMARKS.md). Triton gives each thread one channel and a
+# strided set of pixels; 64 x 64 x 4 warps or 128 x 128 x 8 warps it lays out so that every operand is
+# loaded per element from global memory (about a quarter of the instructions arithmetic), and those
+# are left out.
 FORWARD_SPACE = [
-    (128, 64, 4, 4),  # 79% of the hot loop's instructions are the |x - w| arithmetic
+    (128, 64, 4, 4),  # 79% (a pair costs 2 instructions: x - w, and acc + |.|)
     (256, 64, 8, 4),
-    (128, 32, 4, 4),  # 75%
+    (128, 32, 4, 4),  # 74%
     (64, 32, 2, 4),
     (128, 16, 2, 4),
     (64, 16, 1, 4),
 ]
 GRAD_INPUT_SPACE = [
-    (128, 32, 4, 4),  # 84% (a pair costs 4 instructions: w - x, two clamps, a fused multiply-add)
+    (128, 32, 4, 4),  # 74-83% (a pair costs 4 instructions: w - x, two clamps, a fused multiply-add)
     (64, 32, 2, 4),
-    (128, 64, 4, 4),  # 89% in the hot loop, but it spills between taps
+    (128, 64, 4, 4),  # 88% in the hot loop, but it spills between taps
     (128, 16, 2, 4),
     (64, 16, 1, 4),
 ]
+# float64 inputs (verification, not speed): 16 accumulators per thread, which do not spill
+FLOAT64_BLOCK = (32, 16, 1, 1)
 
 
 @_autotune("OUT_PER_GROUP", FORWARD_SPACE)
@@ -225,33 +247,67 @@ def _check_index_range(*tensors: Tensor) -> None:
             )
 
 
-def _launch_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
+class KernelCall(NamedTuple):
+    """One launch of an adder kernel: its positional arguments, constexprs and grid, and its channel
+    count N (the launcher and ``slac bench sass`` build it the same way)."""
+
+    kernel: object
+    args: tuple
+    constexprs: dict
+    grid: object
+    n: int
+
+    def configs(self) -> list[triton.Config]:
+        """The configs of the kernel's space that fit this launch (see _fitting)."""
+        return _fitting(self.kernel.configs, self.n, self.constexprs["ACC"])
+
+    def launch(self) -> None:
+        options = {"enable_fp_fusion": True}  # the input gradient's multiply-add in one FFMA
+        if AUTOTUNE or INTERPRET:
+            self.kernel[self.grid](*self.args, **self.constexprs, **options)
+        else:  # the first fitting config, compiled and run without the autotuner's benchmarking
+            cfg = self.configs()[0]
+            self.kernel.fn[self.grid](
+                *self.args, **self.constexprs, **cfg.kwargs, num_warps=cfg.num_warps, **options
+            )
+
+
+def _check_grid(grid_n: int, what: str) -> None:
+    if grid_n > 65535:  # CUDA's limit on grid axes 1 and 2
+        raise ValueError(
+            f"the triton adder kernels tile {what} over grid axis 1, which allows 65535 programs; this "
+            f"layer needs {grid_n} (use fewer groups or channels, or the cpu or reference backend)"
+        )
+
+
+def forward_call(input: Tensor, weight: Tensor, out: Tensor, stride, padding, dilation, groups: int):
     b = input.shape[0]
     o, cg, kh, kw = weight.shape
-    ho, wo = output_size(input, weight, stride, padding, dilation)
-    out = torch.empty(b, o, ho, wo, device=input.device, dtype=_acc_dtype(input))
-    _check_index_range(input, out)
+    ho, wo = out.shape[-2:]
+    _check_index_range(input, weight, out)
     n_pixels, og = b * ho * wo, o // groups
+    _check_grid(groups * triton.cdiv(og, 16), "groups x output channels")
 
     def grid(meta):
         return (triton.cdiv(n_pixels, meta["BLOCK_M"]), groups * triton.cdiv(og, meta["BLOCK_N"]))
 
-    _adder2d_forward_kernel[grid](
+    args = (
         input, weight, out,
         n_pixels, input.shape[2], input.shape[3], ho, wo,
         *input.stride(), *weight.stride(), *out.stride(),
-        cg, og, *stride, *padding, *dilation, KH=kh, KW=kw, ACC=_acc(input),
-        enable_fp_fusion=True,  # the input gradient's multiply-add in one FFMA
+        cg, og, *stride, *padding, *dilation,
     )  # fmt: skip
-    return out
+    constexprs = {"KH": kh, "KW": kw, "ACC": _acc(input)}
+    return KernelCall(_adder2d_forward_kernel, args, constexprs, grid, og)
 
 
-def _launch_grad_input(grad: Tensor, input: Tensor, weight: Tensor, stride, padding, dilation, groups: int):
-    b, c, h, w = input.shape
+def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, stride, padding, dilation,
+                    groups: int):  # fmt: skip
+    b, _, h, w = input.shape
     o, cg, kh, kw = weight.shape
     ho, wo = grad.shape[-2:]
-    dx = torch.empty(b, c, h, w, device=input.device, dtype=_acc_dtype(input))
-    _check_index_range(input, grad)
+    _check_index_range(grad, input, weight, dx)
+    _check_grid(groups * triton.cdiv(cg, 16), "groups x input channels")
     # input pixels in stride_h * stride_w residue classes of class_h x class_w pixels each (the last rows
     # and columns of a class may fall outside the image and are masked)
     class_h, class_w = triton.cdiv(h, stride[0]), triton.cdiv(w, stride[1])
@@ -264,13 +320,26 @@ def _launch_grad_input(grad: Tensor, input: Tensor, weight: Tensor, stride, padd
             stride[0] * stride[1],
         )
 
-    _adder2d_grad_input_kernel[grid](
+    args = (
         grad, input, weight, dx,
         n_pixels, h, w, ho, wo, class_h, class_w,
         *grad.stride(), *input.stride(), *weight.stride(), *dx.stride(),
-        cg, o // groups, *stride, *padding, *dilation, KH=kh, KW=kw, ACC=_acc(input),
-        enable_fp_fusion=True,  # the input gradient's multiply-add in one FFMA
+        cg, o // groups, *stride, *padding, *dilation,
     )  # fmt: skip
+    constexprs = {"KH": kh, "KW": kw, "ACC": _acc(input)}
+    return KernelCall(_adder2d_grad_input_kernel, args, constexprs, grid, cg)
+
+
+def _launch_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
+    size = output_size(input, weight, stride, padding, dilation)
+    out = torch.empty(input.shape[0], weight.shape[0], *size, device=input.device, dtype=_acc_dtype(input))
+    forward_call(input, weight, out, stride, padding, dilation, groups).launch()
+    return out
+
+
+def _launch_grad_input(grad: Tensor, input: Tensor, weight: Tensor, stride, padding, dilation, groups: int):
+    dx = torch.empty(input.shape, device=input.device, dtype=_acc_dtype(input))
+    grad_input_call(grad, input, weight, dx, stride, padding, dilation, groups).launch()
     return dx
 
 
