@@ -193,26 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="benchmark", required=True)
-    from slac.bench import adder
-
-    bench_adder = bench.add_parser("adder", help="adder layer vs conv2d and the official formulation")
-    adder.add_arguments(bench_adder)
-    bench_adder.set_defaults(run=adder.main)
-    from slac.bench import step
-
-    bench_step = bench.add_parser("step", help="one training step of a model in CNN vs ANN form")
-    step.add_arguments(bench_step)
-    bench_step.set_defaults(run=step.main)
+    from slac.bench import adder, sass, step
     from slac.bench import train as train_bench
 
-    bench_train = bench.add_parser("train", help="training images/s with the real data pipeline vs synthetic")
-    train_bench.add_arguments(bench_train)
-    bench_train.set_defaults(run=train_bench.main)
-    from slac.bench import sass
-
-    bench_sass = bench.add_parser("sass", help="the Triton kernels' sm_90 machine code, without a GPU")
-    sass.add_arguments(bench_sass)
-    bench_sass.set_defaults(run=sass.main)
+    for name, module, summary in (
+        ("adder", adder, "adder layer vs conv2d and the official formulation"),
+        ("step", step, "one training step of a model in CNN vs ANN form"),
+        ("train", train_bench, "training images/s with the real data pipeline vs synthetic"),
+        ("sass", sass, "the Triton kernels' sm_90 machine code, without a GPU"),
+    ):
+        command = bench.add_parser(name, help=summary)
+        module.add_arguments(command)
+        command.set_defaults(run=module.main)
 
     plot = commands.add_parser("plot", help="figures as PNG (needs matplotlib)")
     plot.add_argument(
