@@ -79,12 +79,12 @@ def kernel_call(name: str, layer: LayerShape, batch: int, dtype: str = "fp32"):
     if dtype not in DTYPES:
         raise ValueError(f"dtype is one of {', '.join(DTYPES)}, got {dtype!r}")
     element = getattr(torch, DTYPES[dtype])
-    acc = torch.float64 if element == torch.float64 else torch.float32
     conv = ([layer.stride] * 2, [layer.padding] * 2, [1, 1], 1)
     x = torch.empty(batch, layer.in_channels, layer.size, layer.size, device="meta", dtype=element)
     w = torch.empty(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel, device="meta",
                     dtype=element)  # fmt: skip
     size = layer.output_size()
+    acc = triton_kernels._acc_dtype(x)
     if name == "forward":
         out = torch.empty(batch, layer.out_channels, size, size, device="meta", dtype=acc)
         return triton_kernels.forward_call(x, w, out, *conv)
@@ -92,7 +92,7 @@ def kernel_call(name: str, layer: LayerShape, batch: int, dtype: str = "fp32"):
     return triton_kernels.grad_input_call(grad, x, w, torch.empty_like(x, dtype=acc), *conv)
 
 
-_POINTER_TYPES = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "float64": "*fp64"}
+_POINTER_TYPES = {name: f"*{short}" for short, name in DTYPES.items()}  # torch dtype name -> Triton's
 
 
 def _specialise(value) -> tuple[str, object]:
@@ -116,6 +116,8 @@ def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import JITFunction
 
+    from slac.ops.triton_kernels import LAUNCH_OPTIONS
+
     jit = call.kernel.fn
     if not isinstance(jit, JITFunction):
         raise RuntimeError(
@@ -136,7 +138,7 @@ def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int
         elif special:
             attrs[(index,)] = [["tt.divisibility", special]]
     source = triton.compiler.ASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": num_warps, "enable_fp_fusion": True}  # as the launchers compile them
+    options = {"num_warps": num_warps, **LAUNCH_OPTIONS}
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 

@@ -44,6 +44,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # SLAC_TRITON_AUTOTUNE=0: the first fitting config only, launched without the autotuner (each config of
 # the space is a separate compile, and the autotuner benchmarks them for every new layer shape)
 AUTOTUNE = os.environ.get("SLAC_TRITON_AUTOTUNE", "1") != "0"
+# compile options of every launch (and of `slac bench sass`): the input gradient's multiply-add in one FFMA
+LAUNCH_OPTIONS = {"enable_fp_fusion": True}
+MIN_BLOCK_N = 16  # the narrowest tile of the spaces: no tile is cut narrower for fewer channels
 
 
 def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
@@ -55,7 +58,7 @@ def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
         fit = [cfg for cfg in configs if _block(cfg) == FLOAT64_BLOCK]
     else:
         space = [cfg for cfg in configs if _block(cfg) != FLOAT64_BLOCK]
-        limit = max(16, triton.next_power_of_2(n))
+        limit = max(MIN_BLOCK_N, triton.next_power_of_2(n))
         fit = [cfg for cfg in space if cfg.kwargs["BLOCK_N"] <= limit] or space[-1:]
     return fit or configs[-1:]
 
@@ -70,11 +73,10 @@ def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
     if INTERPRET:  # one small config: the interpreter runs every program on the CPU
         configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "UNROLL": 1}, num_warps=1)]
         return triton.autotune(configs=configs, key=[])
-    else:
-        configs = [
-            triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w)
-            for m, n, w, u in [*space, FLOAT64_BLOCK]
-        ]
+    configs = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w)
+        for m, n, w, u in [*space, FLOAT64_BLOCK]
+    ]
 
     def prune(configs, args, **kwargs):  # ACC is a keyword argument of the launch
         return _fitting(configs, args[n_arg], kwargs.get("ACC", args.get("ACC")))
@@ -91,7 +93,7 @@ def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
 # time, on a ResNet-20 and a ResNet-18 layer): none spills in its hot loop, and 70-88% of the hot loop's
 # instructions are the kernel's arithmetic (BENCHMARKS.md). Triton gives each thread one channel and a
 # strided set of pixels; 64 x 64 x 4 warps or 128 x 128 x 8 warps it lays out so that every operand is
-# loaded per element from global memory (about a quarter of the instructions arithmetic), and those
+# loaded per element from global memory (a quarter to a half of the instructions arithmetic), and those
 # are left out.
 FORWARD_SPACE = [
     (128, 64, 4, 4),  # 79% (a pair costs 2 instructions: x - w, and acc + |.|)
@@ -262,13 +264,12 @@ class KernelCall(NamedTuple):
         return _fitting(self.kernel.configs, self.n, self.constexprs["ACC"])
 
     def launch(self) -> None:
-        options = {"enable_fp_fusion": True}  # the input gradient's multiply-add in one FFMA
         if AUTOTUNE or INTERPRET:
-            self.kernel[self.grid](*self.args, **self.constexprs, **options)
+            self.kernel[self.grid](*self.args, **self.constexprs, **LAUNCH_OPTIONS)
         else:  # the first fitting config, compiled and run without the autotuner's benchmarking
             cfg = self.configs()[0]
             self.kernel.fn[self.grid](
-                *self.args, **self.constexprs, **cfg.kwargs, num_warps=cfg.num_warps, **options
+                *self.args, **self.constexprs, **cfg.kwargs, num_warps=cfg.num_warps, **LAUNCH_OPTIONS
             )
 
 
@@ -286,7 +287,7 @@ def forward_call(input: Tensor, weight: Tensor, out: Tensor, stride, padding, di
     ho, wo = out.shape[-2:]
     _check_index_range(input, weight, out)
     n_pixels, og = b * ho * wo, o // groups
-    _check_grid(groups * triton.cdiv(og, 16), "groups x output channels")
+    _check_grid(groups * triton.cdiv(og, MIN_BLOCK_N), "groups x output channels")
 
     def grid(meta):
         return (triton.cdiv(n_pixels, meta["BLOCK_M"]), groups * triton.cdiv(og, meta["BLOCK_N"]))
@@ -307,7 +308,7 @@ def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, str
     o, cg, kh, kw = weight.shape
     ho, wo = grad.shape[-2:]
     _check_index_range(grad, input, weight, dx)
-    _check_grid(groups * triton.cdiv(cg, 16), "groups x input channels")
+    _check_grid(groups * triton.cdiv(cg, MIN_BLOCK_N), "groups x input channels")
     # input pixels in stride_h * stride_w residue classes of class_h x class_w pixels each (the last rows
     # and columns of a class may fall outside the image and are masked)
     class_h, class_w = triton.cdiv(h, stride[0]), triton.cdiv(w, stride[1])
