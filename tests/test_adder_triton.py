@@ -170,13 +170,15 @@ def test_triton_kernels_compile_for_sm90_without_spilling_in_the_hot_loop(dtype)
     ]  # fmt: skip
     for r in reports:
         assert 0 < r["registers"] <= 255 and r["loop_spills"] == 0, r
-        # the |x - w| (forward) or clamp-multiply-add (grad input) arithmetic is most of the hot loop;
-        # the earlier broadcast-reduce kernels reached 0.36, a third of it their shuffled partial sums
-        assert r["arithmetic_fraction"] > 0.7, r
-        # at most two barriers per channel (output channel for the input gradient) of the tile
+        # the |x - w| (forward) or clamp-multiply-add (grad input) arithmetic is most of the hot loop: 0.80-0.88
+        # with each thread's register tile; the one-channel-per-thread layout that Triton picks when a
+        # load imposes its own reached 0.74, the earlier broadcast-reduce kernels 0.36
+        assert r["arithmetic_fraction"] > 0.78, r
+        # one barrier per channel (output channel for the input gradient) of the tile, for the operand
+        # column passed through shared memory
         per_pair = 2 if r["kernel"] == "forward" else 4
         arithmetic_per_channel = per_pair * r["BLOCK_M"] * r["BLOCK_N"] / (32 * r["num_warps"])
-        assert r["barriers_per_1k"] * arithmetic_per_channel / 1000 <= 2, r
+        assert r["barriers_per_1k"] * arithmetic_per_channel / 1000 <= 1, r
 
 
 def test_bench_sass_refuses_interpreted_kernels_and_bad_arguments():
@@ -193,7 +195,7 @@ def test_bench_sass_refuses_interpreted_kernels_and_bad_arguments():
     if not triton_kernels.INTERPRET:
         pytest.skip("the kernels were loaded for a GPU here")
     with pytest.raises(RuntimeError, match="without TRITON_INTERPRET"):
-        sass.compile_kernel(sass.kernel_call("forward", layer, 8), 32, 16, 1, 1)
+        sass.compile_kernel(sass.kernel_call("forward", layer, 8), triton_kernels.INTERPRETER_BLOCK)
 
 
 def test_triton_refuses_tensors_beyond_32_bit_offsets():
@@ -208,23 +210,34 @@ def test_triton_refuses_tensors_beyond_32_bit_offsets():
 
 
 def test_triton_configs_fit_the_layer_and_the_dtype():
-    import triton
     import triton.language as tl
 
     from slac.ops import triton_kernels as t
 
-    configs = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w)
-        for m, n, w, u in [*t.FORWARD_SPACE, t.FLOAT64_BLOCK]
-    ]
+    configs = [block.config() for block in [*t.FORWARD_SPACE, t.FLOAT64_BLOCK]]
 
     def fitting(n, acc=tl.float32):
-        return [t._block(cfg) for cfg in t._fitting(configs, n, acc)]
+        return [t.Block.of(cfg) for cfg in t._fitting(configs, n, acc)]
 
-    assert fitting(12) == fitting(16) == [(128, 16, 2, 4), (64, 16, 1, 4)]  # no 32- or 64-wide tiles
-    assert fitting(32)[0] == (128, 32, 4, 4) and all(block[1] <= 32 for block in fitting(32))
+    sixteen = [block for block in t.FORWARD_SPACE if block.n == 16]
+    assert len(sixteen) >= 1 and fitting(12) == fitting(16) == sixteen  # no 32- or 64-wide tiles
+    assert fitting(32)[0].n == 32 and all(block.n <= 32 for block in fitting(32))
     assert fitting(512) == t.FORWARD_SPACE  # every config of the space, the first used without tuning
     assert fitting(512, tl.float64) == fitting(3, tl.float64) == [t.FLOAT64_BLOCK]
+
+
+def test_triton_blocks_are_checked():
+    from slac.ops.triton_kernels import FLOAT64_BLOCK, FORWARD_SPACE, GRAD_INPUT_SPACE, Block
+
+    for block in [*FORWARD_SPACE, *GRAD_INPUT_SPACE, FLOAT64_BLOCK]:
+        assert block.check() is block
+        lanes_m, lanes_n = block.lanes()
+        assert lanes_m * lanes_n == 32 * block.warps  # one register tile per thread, no replication
+    for bad in [(128, 64, 2, 2, 8, 8), (128, 64, 4, 2, 8, 6), (64, 256, 4, 1, 1, 2), (128, 64, 4, 0, 8, 8)]:
+        with pytest.raises(ValueError, match="power of two"):
+            Block(*bad).check()
+    with pytest.raises(SystemExit, match="--config"):
+        main(["bench", "sass", "--kernel", "forward", "--config", "128", "64", "4", "2", "8", "4"])
 
 
 def test_triton_refuses_grids_beyond_cuda_limits():

@@ -13,7 +13,7 @@ These are no timing, but they expose spills, layout conversions and index arithm
 autotuning spaces were chosen without a GPU at hand.
 
     slac bench sass                                # two layers, every config that fits them
-    slac bench sass --shapes resnet18 --layers 0 --kernel forward --config 128 64 4 4 --dump fwd.sass
+    slac bench sass --shapes resnet18 --layers 0 --kernel forward --config 128 64 4 2 8 8 --dump fwd.sass
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def _specialise(value) -> tuple[str, object]:
     return "i32", 16 if value % 16 == 0 else None
 
 
-def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int, capability: int = 90):
-    """Compile a KernelCall's kernel for sm_{capability} with one block config, specialised as at run time."""
+def compile_kernel(call, block, capability: int = 90):
+    """Compile a KernelCall's kernel for sm_{capability} with one Block, specialised as at run time."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import JITFunction
@@ -125,7 +125,8 @@ def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int
             "functions cannot be compiled; run this in a process without TRITON_INTERPRET set"
         )
     _tools_dir()
-    constexprs = {**call.constexprs, "BLOCK_M": block_m, "BLOCK_N": block_n, "UNROLL": unroll}
+    config = block.check().config()
+    constexprs = {**call.constexprs, **config.kwargs}
     values = dict(zip(jit.arg_names, call.args, strict=False))
     signature, attrs = {}, {}
     for index, arg in enumerate(jit.arg_names):
@@ -138,7 +139,7 @@ def compile_kernel(call, block_m: int, block_n: int, num_warps: int, unroll: int
         elif special:
             attrs[(index,)] = [["tt.divisibility", special]]
     source = triton.compiler.ASTSource(fn=jit, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": num_warps, **LAUNCH_OPTIONS}
+    options = {"num_warps": config.num_warps, **LAUNCH_OPTIONS}
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 
@@ -195,8 +196,8 @@ def analyse(kernel) -> SassReport:
 
 
 HEADER = (
-    "| kernel | layer | batch | BLOCK_M | BLOCK_N | warps | unroll | registers | stack B | spill instr | "
-    "hot loop instr | arithmetic | BAR/1k | LDS/1k | LDG/1k |\n|---|---|" + "---:|" * 13
+    "| kernel | layer | batch | BLOCK_M | BLOCK_N | warps | unroll | thread tile | registers | stack B | "
+    "spill instr | hot loop instr | arithmetic | BAR/1k | LDS/1k | LDG/1k |\n|---|---|" + "---:|" * 14
 )
 SHAPE_SETS = {"resnet20": (RESNET20_CIFAR_SHAPES, 256), "resnet18": (RESNET18_IMAGENET_SHAPES, 64)}
 
@@ -210,7 +211,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, nargs="+", help="indices of layers in the sets (default: 2)")
     parser.add_argument("--batch", type=int, help="batch (default: 256 for resnet20, 64 for resnet18)")
     parser.add_argument(
-        "--config", type=int, nargs=4, action="append", metavar=("BLOCK_M", "BLOCK_N", "WARPS", "UNROLL"),
+        "--config", type=int, nargs=6, action="append",
+        metavar=("BLOCK_M", "BLOCK_N", "WARPS", "UNROLL", "THREAD_M", "THREAD_N"),
         help="a block config (repeatable); default: the configs of the kernel's space that fit the layer",
     )  # fmt: skip
     parser.add_argument(
@@ -253,18 +255,23 @@ def main(args: argparse.Namespace) -> int:
     for name in args.kernel or KERNELS:
         for layer, batch in layers:
             call = kernel_call(name, layer, batch, args.dtype)
-            configs = args.config or [triton_kernels._block(cfg) for cfg in call.configs()]
+            blocks = [triton_kernels.Block(*c) for c in args.config] if args.config else call.blocks()
             if args.first:
-                configs = configs[:1]
-            for m, n, warps, unroll in configs:
-                report = analyse(compile_kernel(call, m, n, warps, unroll, args.capability))
+                blocks = blocks[:1]
+            for block in blocks:
+                try:
+                    block.check()
+                except ValueError as e:
+                    raise SystemExit(f"slac bench sass: --config: {e}") from None
+                report = analyse(compile_kernel(call, block, args.capability))
                 if args.json:
                     fields = {k: v for k, v in dataclasses.asdict(report).items() if k != "sass"}
-                    config = {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "UNROLL": unroll}
+                    config = {**block.config().kwargs, "num_warps": block.warps}
                     print(json.dumps({"kernel": name, "layer": layer.name, "batch": batch,
                                       "dtype": args.dtype, **config, **fields}), flush=True)  # fmt: skip
                 else:
-                    cells = (name, layer.name, batch, m, n, warps, unroll, report.row())
+                    tile = f"{block.thread_m}x{block.thread_n}"
+                    cells = (name, layer.name, batch, block.m, block.n, block.warps, block.unroll, tile, report.row())
                     print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     if args.dump and report is not None:
         with open(args.dump, "w") as f:

@@ -20,8 +20,10 @@ step is |x - w| (no tensor cores can help: it is not a dot product), so the ceil
 the CUDA cores: two instructions per pair (a subtraction, and an addition of its absolute value).
 
 Both kernels are loops of rank-1 updates: for each tap (i, j) and channel, a column of BLOCK_M pixels and a
-row of BLOCK_N channels are loaded and every pair of them is accumulated, so each thread reuses each loaded
-value across its block of accumulators. The input gradient tiles input pixels by their residue modulo the
+row of BLOCK_N channels are loaded and every pair of them is accumulated. Each thread owns a THREAD_M x
+THREAD_N register tile of the accumulators (see Block), so it loads THREAD_M + THREAD_N values per
+THREAD_M * THREAD_N pairs; the launchers lay the weights out with the tiled channel axis contiguous, which
+makes a thread's weights one vector load. The input gradient tiles input pixels by their residue modulo the
 stride, which makes the taps that reach a pixel (and their output pixels) uniform over a program.
 
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors through Triton's interpreter (slowly), which
@@ -49,34 +51,63 @@ LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 MIN_BLOCK_N = 16  # the narrowest tile of the spaces: no tile is cut narrower for fewer channels
 
 
+class Block(NamedTuple):
+    """A block config. A program computes a BLOCK_M x BLOCK_N tile of outputs (pixels x channels) with
+    num_warps warps; each thread accumulates a THREAD_M x THREAD_N register tile of it (pixels
+    lane_m * THREAD_M + r, channels lane_n * THREAD_N + s), so that per channel of the reduction it loads
+    THREAD_M + THREAD_N values for THREAD_M * THREAD_N pairs. UNROLL unrolls the reduction loop."""
+
+    m: int
+    n: int
+    warps: int
+    unroll: int
+    thread_m: int
+    thread_n: int
+
+    def lanes(self) -> tuple[int, int]:
+        return self.m // self.thread_m, self.n // self.thread_n
+
+    def check(self) -> Block:
+        lanes_m, lanes_n = self.lanes()
+        powers = all(v > 0 and v & (v - 1) == 0 for v in (*self, lanes_m, lanes_n))
+        if not powers or lanes_m * lanes_n != 32 * self.warps or lanes_n > 32:
+            raise ValueError(
+                f"block {tuple(self)} (BLOCK_M, BLOCK_N, warps, unroll, THREAD_M, THREAD_N): every value a "
+                f"power of two, (BLOCK_M / THREAD_M) x (BLOCK_N / THREAD_N) = 32 x warps threads, at most "
+                f"32 of them across BLOCK_N"
+            )
+        return self
+
+    def config(self) -> triton.Config:
+        meta = {"BLOCK_M": self.m, "BLOCK_N": self.n, "UNROLL": self.unroll, "THREAD_M": self.thread_m,
+                "THREAD_N": self.thread_n}  # fmt: skip
+        return triton.Config(meta, num_warps=self.warps)
+
+    @staticmethod
+    def of(cfg: triton.Config) -> Block:
+        k = cfg.kwargs
+        return Block(k["BLOCK_M"], k["BLOCK_N"], cfg.num_warps, k["UNROLL"], k["THREAD_M"], k["THREAD_N"])
+
+
 def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
     """The configs for a launch. With float32 accumulation, those of the space whose BLOCK_N does not exceed
     the channel count n (rounded up to a power of two, at least 16), so that a 16-channel layer is not
     tiled 64 wide. With float64 accumulation (a float64 takes two registers: the space's tiles spill on
     sm_90), FLOAT64_BLOCK alone."""
     if acc == tl.float64:
-        fit = [cfg for cfg in configs if _block(cfg) == FLOAT64_BLOCK]
+        fit = [cfg for cfg in configs if Block.of(cfg) == FLOAT64_BLOCK]
     else:
-        space = [cfg for cfg in configs if _block(cfg) != FLOAT64_BLOCK]
+        space = [cfg for cfg in configs if Block.of(cfg) != FLOAT64_BLOCK]
         limit = max(MIN_BLOCK_N, triton.next_power_of_2(n))
         fit = [cfg for cfg in space if cfg.kwargs["BLOCK_N"] <= limit] or space[-1:]
     return fit or configs[-1:]
 
 
-def _block(cfg: triton.Config) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, UNROLL) of a config, as the spaces list them."""
-    return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.kwargs["UNROLL"]
-
-
-def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
+def _autotune(n_arg: str, space: list[Block]):
     """Autotuning over space, keyed on the layer's shape; n_arg names the kernel's N (channel) argument."""
     if INTERPRET:  # one small config: the interpreter runs every program on the CPU
-        configs = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "UNROLL": 1}, num_warps=1)]
-        return triton.autotune(configs=configs, key=[])
-    configs = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "UNROLL": u}, num_warps=w)
-        for m, n, w, u in [*space, FLOAT64_BLOCK]
-    ]
+        return triton.autotune(configs=[INTERPRETER_BLOCK.config()], key=[])
+    configs = [block.check().config() for block in [*space, FLOAT64_BLOCK]]
 
     def prune(configs, args, **kwargs):  # ACC is a keyword argument of the launch
         return _fitting(configs, args[n_arg], kwargs.get("ACC", args.get("ACC")))
@@ -88,30 +119,54 @@ def _autotune(n_arg: str, space: list[tuple[int, int, int, int]]):
     )
 
 
-# (BLOCK_M, BLOCK_N, num_warps, loop unroll). The first config that fits a layer's channel count is the
-# one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code, specialised as at run
-# time, on a ResNet-20 and a ResNet-18 layer): none spills in its hot loop, and 70-88% of the hot loop's
-# instructions are the kernel's arithmetic (BENCHMARKS.md). Triton gives each thread one channel and a
-# strided set of pixels; 64 x 64 x 4 warps or 128 x 128 x 8 warps it lays out so that every operand is
-# loaded per element from global memory (a quarter to a half of the instructions arithmetic), and those
-# are left out.
+# Blocks as (BLOCK_M, BLOCK_N, num_warps, loop unroll, THREAD_M, THREAD_N). The first that fits a layer's
+# channel count is the one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code,
+# specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills, and 76-88% of the hot
+# loop's instructions are the kernel's arithmetic (BENCHMARKS.md). An 8 x 8 register tile per thread is
+# what the forward's registers allow; the input gradient also holds its THREAD_M x THREAD_N inputs, and an
+# 8 x 8 tile of it spills.
 FORWARD_SPACE = [
-    (128, 64, 4, 4),  # 79% (a pair costs 2 instructions: x - w, and acc + |.|)
-    (256, 64, 8, 4),
-    (128, 32, 4, 4),  # 74%
-    (64, 32, 2, 4),
-    (128, 16, 2, 4),
-    (64, 16, 1, 4),
+    Block(128, 64, 4, 2, 8, 8),  # a pair costs 2 instructions: x - w, and acc + |.|
+    Block(256, 32, 4, 2, 16, 4),
+    Block(128, 32, 2, 4, 8, 8),
+    Block(128, 16, 1, 4, 8, 8),
+    Block(64, 16, 1, 4, 4, 8),
 ]
 GRAD_INPUT_SPACE = [
-    (128, 32, 4, 4),  # 74-83% (a pair costs 4 instructions: w - x, two clamps, a fused multiply-add)
-    (64, 32, 2, 4),
-    (128, 64, 4, 4),  # 88% in the hot loop, but it spills between taps
-    (128, 16, 2, 4),
-    (64, 16, 1, 4),
+    Block(128, 32, 4, 2, 8, 4),  # a pair costs 4 instructions: w - x, two clamps, a fused multiply-add
+    Block(64, 32, 2, 2, 8, 4),
+    Block(256, 32, 8, 2, 8, 4),
+    Block(128, 16, 2, 2, 8, 4),
+    Block(64, 16, 1, 2, 8, 4),
 ]
 # float64 inputs (verification, not speed): 16 accumulators per thread, which do not spill
-FLOAT64_BLOCK = (32, 16, 1, 1)
+FLOAT64_BLOCK = Block(32, 16, 1, 1, 4, 4)
+# under TRITON_INTERPRET=1: small, and with a register tile so that the tests cover its index mapping
+INTERPRETER_BLOCK = Block(32, 16, 1, 1, 4, 4)
+
+
+@triton.jit
+def _thread_rows(v, THREAD_M: tl.constexpr, LANES_M: tl.constexpr):
+    """(BLOCK_M,) -> (THREAD_M, 1, LANES_M, 1): element lane * THREAD_M + r goes to [r, 0, lane, 0]."""
+    return tl.trans(tl.reshape(v, (LANES_M, THREAD_M)))[:, None, :, None]
+
+
+@triton.jit
+def _thread_cols(v, THREAD_N: tl.constexpr, LANES_N: tl.constexpr):
+    """(BLOCK_N,) -> (1, THREAD_N, 1, LANES_N): element lane * THREAD_N + s goes to [0, s, 0, lane]."""
+    return tl.trans(tl.reshape(v, (LANES_N, THREAD_N)))[None, :, None, :]
+
+
+@triton.jit
+def _flat_tile(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(THREAD_M, THREAD_N, LANES_M, LANES_N) -> (BLOCK_M, BLOCK_N), the inverse of the two above."""
+    return tl.reshape(tl.permute(acc, (2, 0, 3, 1)), (BLOCK_M, BLOCK_N))
+
+
+# The accumulator is (THREAD_M, THREAD_N, LANES_M, LANES_N): Triton's default layout of that shape puts
+# the lanes (threads and warps) on the last two axes and the first two in each thread's registers, which
+# is the register tile. Operands are loaded as flat vectors and reshaped into it, because a load of the
+# tile's own shape would impose its (memory-coalesced) layout on the accumulator.
 
 
 @_autotune("OUT_PER_GROUP", FORWARD_SPACE)
@@ -126,25 +181,30 @@ def _adder2d_forward_kernel(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr,
+    THREAD_M: tl.constexpr, THREAD_N: tl.constexpr,
 ):  # fmt: skip
+    LANES_M: tl.constexpr = BLOCK_M // THREAD_M
+    LANES_N: tl.constexpr = BLOCK_N // THREAD_N
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     tiles_per_group = tl.cdiv(OUT_PER_GROUP, BLOCK_N)
     group = pid_n // tiles_per_group
-    offs_n = (pid_n % tiles_per_group) * BLOCK_N + tl.arange(0, BLOCK_N)  # output channel in the group
+    n0 = (pid_n % tiles_per_group) * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)  # output channel in the group
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixel: (b, oh, ow)
     mask_m = offs_m < n_pixels
     mask_n = offs_n < OUT_PER_GROUP
     b = offs_m // (out_h * out_w)
     oh = (offs_m // out_w) % out_h
     ow = offs_m % out_w
-    o = group * OUT_PER_GROUP + offs_n
     x_group = b * sxb + group * C_PER_GROUP * sxc  # (M,) offsets: int32 keeps registers for accumulators
-    w_rows = o * swo  # (N,)
+    # (N,) offsets in 64 bits from a uniform base, so that the compiler sees a thread's THREAD_N weights
+    # at constant distances (one vector load when the launcher lays output channels out contiguously)
+    w_rows = ((group * OUT_PER_GROUP + n0).to(tl.int64) + tl.arange(0, BLOCK_N)) * swo
 
-    # one rank-1 update per (tap, channel): acc[m, n] += |x[m] - w[n]|, so each thread's block of
-    # accumulators reuses its loaded x and w values across the block (no (M, K, N) temporary)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    # one rank-1 update per (tap, channel): acc[m, n] += |x[m] - w[n]|, so each thread's register tile
+    # reuses its THREAD_M loaded x and THREAD_N loaded w values (no (M, K, N) temporary)
+    acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
     for i in tl.static_range(KH):
         ih = oh * stride_h - pad_h + i * dil_h
         for j in tl.static_range(KW):
@@ -155,10 +215,11 @@ def _adder2d_forward_kernel(
             for c in tl.range(0, C_PER_GROUP, loop_unroll_factor=UNROLL):
                 x = tl.load(x_ptr + c * sxc + x_tap, mask=inside, other=0.0).to(ACC)  # padding: |0 - w|
                 w = tl.load(w_ptr + c * swc + w_tap, mask=mask_n, other=0.0).to(ACC)
-                acc += tl.abs(x[:, None] - w[None, :])
+                acc += tl.abs(_thread_rows(x, THREAD_M, LANES_M) - _thread_cols(w, THREAD_N, LANES_N))
 
+    o = group * OUT_PER_GROUP + offs_n
     y_offsets = b[:, None] * syb + o[None, :] * syo + oh[:, None] * syh + ow[:, None] * syw
-    tl.store(y_ptr + y_offsets, -acc, mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(y_ptr + y_offsets, -_flat_tile(acc, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
 
 
 @_autotune("C_PER_GROUP", GRAD_INPUT_SPACE)
@@ -174,12 +235,15 @@ def _adder2d_grad_input_kernel(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UNROLL: tl.constexpr,
+    THREAD_M: tl.constexpr, THREAD_N: tl.constexpr,
 ):  # fmt: skip
     # d(-|x - w|)/dx = sign(w - x), clipped by AdderNet to HT(w - x) = clamp(w - x, -1, 1). The input pixel
     # q = (h, w) gathers from every output pixel p and tap (i, j) with q = p * s - pad + (i, j) * d. A
     # program takes input pixels of one residue class h = rh + s_h * hq, w = rw + s_w * wq: the taps that
     # reach such a pixel are the same for the whole class (i * d_h = rh + pad_h mod s_h), and each reaches
     # it from the output pixel (hq, wq) + a constant, so no term is masked out for the stride.
+    LANES_M: tl.constexpr = BLOCK_M // THREAD_M
+    LANES_N: tl.constexpr = BLOCK_N // THREAD_N
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_r = tl.program_id(2)
@@ -187,8 +251,23 @@ def _adder2d_grad_input_kernel(
     rw = pid_r % stride_w
     tiles_per_group = tl.cdiv(C_PER_GROUP, BLOCK_N)
     group = pid_n // tiles_per_group
-    offs_n = (pid_n % tiles_per_group) * BLOCK_N + tl.arange(0, BLOCK_N)  # input channel in the group
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (b, hq, wq) in the class
+    n0 = (pid_n % tiles_per_group) * BLOCK_N
+    m0 = pid_m * BLOCK_M
+
+    # the input tile, loaded once as a flat vector in the accumulator's element order (r, s, lane_m, lane_n)
+    k = tl.arange(0, BLOCK_M * BLOCK_N)
+    k_m = m0 + ((k // LANES_N) % LANES_M) * THREAD_M + k // (THREAD_N * LANES_M * LANES_N)
+    k_n = n0 + (k % LANES_N) * THREAD_N + (k // (LANES_M * LANES_N)) % THREAD_N
+    k_h = rh + ((k_m // class_w) % class_h) * stride_h
+    k_w = rw + (k_m % class_w) * stride_w
+    k_inside = (k_m < n_pixels) & (k_h < height) & (k_w < width) & (k_n < C_PER_GROUP)
+    k_offsets = (k_m // (class_h * class_w)) * sxb + (group * C_PER_GROUP + k_n) * sxc + k_h * sxh + k_w * sxw
+    x = tl.reshape(
+        tl.load(x_ptr + k_offsets, mask=k_inside, other=0.0).to(ACC), (THREAD_M, THREAD_N, LANES_M, LANES_N)
+    )
+
+    offs_m = m0 + tl.arange(0, BLOCK_M)  # (b, hq, wq) in the class
+    offs_n = n0 + tl.arange(0, BLOCK_N)  # input channel in the group
     b = offs_m // (class_h * class_w)
     hq = (offs_m // class_w) % class_h
     wq = offs_m % class_w
@@ -196,16 +275,12 @@ def _adder2d_grad_input_kernel(
     w_ = rw + wq * stride_w
     mask_m = (offs_m < n_pixels) & (h < height) & (w_ < width)
     mask_n = offs_n < C_PER_GROUP
-    c = group * C_PER_GROUP + offs_n
-    x = tl.load(
-        x_ptr + b[:, None] * sxb + c[None, :] * sxc + h[:, None] * sxh + w_[:, None] * sxw,
-        mask=mask_m[:, None] & mask_n[None, :],
-        other=0.0,
-    ).to(ACC)  # (M, N), loaded once
     g_group = b * sgb + group * OUT_PER_GROUP * sgo  # (M,) offsets
-    w_cols = group * OUT_PER_GROUP * swo + offs_n * swc  # (N,)
+    # (N,) offsets in 64 bits from a uniform base: a thread's THREAD_N weights at constant distances
+    w_cols = (group * OUT_PER_GROUP * swo + n0 * swc).to(tl.int64)  # the weight's channel is in the group
+    w_cols += tl.arange(0, BLOCK_N) * swc
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
     for i in tl.static_range(KH):
         th = rh + pad_h - i * dil_h  # = oh * s_h - hq * s_h for the output row oh that reaches h through i
         if th % stride_h == 0:
@@ -220,11 +295,12 @@ def _adder2d_grad_input_kernel(
                     for o in tl.range(0, OUT_PER_GROUP, loop_unroll_factor=UNROLL):
                         g = tl.load(g_ptr + o * sgo + g_tap, mask=reach, other=0.0).to(ACC)  # (M,)
                         wv = tl.load(w_ptr + o * swo + w_tap, mask=mask_n, other=0.0).to(ACC)  # (N,)
-                        ht = tl.minimum(tl.maximum(wv[None, :] - x, -1.0), 1.0)
-                        acc += g[:, None] * ht
+                        ht = tl.minimum(tl.maximum(_thread_cols(wv, THREAD_N, LANES_N) - x, -1.0), 1.0)
+                        acc += _thread_rows(g, THREAD_M, LANES_M) * ht
 
+    c = group * C_PER_GROUP + offs_n
     dx_offsets = b[:, None] * sdb + c[None, :] * sdc + h[:, None] * sdh + w_[:, None] * sdw
-    tl.store(dx_ptr + dx_offsets, acc, mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(dx_ptr + dx_offsets, _flat_tile(acc, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
 
 
 # --- launchers ---------------------------------------------------------------------------------------
@@ -263,6 +339,9 @@ class KernelCall(NamedTuple):
         """The configs of the kernel's space that fit this launch (see _fitting)."""
         return _fitting(self.kernel.configs, self.n, self.constexprs["ACC"])
 
+    def blocks(self) -> list[Block]:
+        return [Block.of(cfg) for cfg in self.configs()]
+
     def launch(self) -> None:
         if AUTOTUNE or INTERPRET:
             self.kernel[self.grid](*self.args, **self.constexprs, **LAUNCH_OPTIONS)
@@ -285,6 +364,8 @@ def forward_call(input: Tensor, weight: Tensor, out: Tensor, stride, padding, di
     b = input.shape[0]
     o, cg, kh, kw = weight.shape
     ho, wo = out.shape[-2:]
+    # output channels contiguous: a thread's THREAD_N weights of one (channel, tap) are one vector load
+    weight = weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
     _check_index_range(input, weight, out)
     n_pixels, og = b * ho * wo, o // groups
     _check_grid(groups * triton.cdiv(og, MIN_BLOCK_N), "groups x output channels")
@@ -307,6 +388,8 @@ def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, str
     b, _, h, w = input.shape
     o, cg, kh, kw = weight.shape
     ho, wo = grad.shape[-2:]
+    # input channels contiguous: a thread's THREAD_N weights of one (output channel, tap) are one vector load
+    weight = weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     _check_index_range(grad, input, weight, dx)
     _check_grid(groups * triton.cdiv(cg, MIN_BLOCK_N), "groups x input channels")
     # input pixels in stride_h * stride_w residue classes of class_h x class_w pixels each (the last rows
