@@ -79,6 +79,16 @@ def test_triton_adder2d_matches_reference(case, dtype):
     _compare(x, w, (stride, padding, dilation, groups))
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_triton_tiles_many_channels(groups):
+    # more channels than one tile holds (16 under the interpreter): several channel tiles per group, the
+    # last one partly masked, so the register tiles' offsets within a group and across groups are exercised
+    x = torch.randn(2, 20, 5, 6, device=DEVICE)
+    w = torch.randn(40, 20 // groups, 3, 3, device=DEVICE)
+    _compare(x, w, (1, 1, 1, groups), f"40 channels, groups {groups}")
+    _compare(x, w, (2, 0, 1, groups), f"40 channels, groups {groups}, stride 2")
+
+
 def test_triton_reads_channels_last_and_strided_inputs():
     x = torch.randn(2, 6, 7, 9, device=DEVICE).contiguous(memory_format=torch.channels_last)
     w = torch.randn(5, 6, 3, 3, device=DEVICE)
