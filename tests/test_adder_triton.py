@@ -180,9 +180,9 @@ def test_triton_kernels_compile_for_sm90_without_spilling_in_the_hot_loop(dtype)
     ]  # fmt: skip
     for r in reports:
         assert 0 < r["registers"] <= 255 and r["loop_spills"] == 0, r
-        # the |x - w| (forward) or clamp-multiply-add (grad input) arithmetic is most of the hot loop: 0.80-0.88
-        # with each thread's register tile; the one-channel-per-thread layout that Triton picks when a
-        # load imposes its own reached 0.74, the earlier broadcast-reduce kernels 0.36
+        # the |x - w| (forward) or clamp-multiply-add (grad input) arithmetic is most of the hot loop:
+        # 0.80-0.88 with each thread's register tile; the one-channel-per-thread layout that Triton picks
+        # when a load imposes its own reached 0.74, the earlier broadcast-reduce kernels 0.36
         assert r["arithmetic_fraction"] > 0.78, r
         # one barrier per channel (output channel for the input gradient) of the tile, for the operand
         # column passed through shared memory

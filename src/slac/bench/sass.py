@@ -271,7 +271,7 @@ def main(args: argparse.Namespace) -> int:
                                       "dtype": args.dtype, **config, **fields}), flush=True)  # fmt: skip
                 else:
                     tile = f"{block.thread_m}x{block.thread_n}"
-                    cells = (name, layer.name, batch, block.m, block.n, block.warps, block.unroll, tile, report.row())
+                    cells = (name, layer.name, batch, *block[:4], tile, report.row())
                     print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     if args.dump and report is not None:
         with open(args.dump, "w") as f:

@@ -106,7 +106,7 @@ def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
 def _autotune(n_arg: str, space: list[Block]):
     """Autotuning over space, keyed on the layer's shape; n_arg names the kernel's N (channel) argument."""
     if INTERPRET:  # one small config: the interpreter runs every program on the CPU
-        return triton.autotune(configs=[INTERPRETER_BLOCK.config()], key=[])
+        return triton.autotune(configs=[INTERPRETER_BLOCK.check().config()], key=[])
     configs = [block.check().config() for block in [*space, FLOAT64_BLOCK]]
 
     def prune(configs, args, **kwargs):  # ACC is a keyword argument of the launch
@@ -121,8 +121,9 @@ def _autotune(n_arg: str, space: list[Block]):
 
 # Blocks as (BLOCK_M, BLOCK_N, num_warps, loop unroll, THREAD_M, THREAD_N). The first that fits a layer's
 # channel count is the one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code,
-# specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills, and 76-88% of the hot
-# loop's instructions are the kernel's arithmetic (BENCHMARKS.md). An 8 x 8 register tile per thread is
+# specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills in its hot loop, and 70-88%
+# of the hot loop's instructions are the kernel's arithmetic (79-88% for the first fitting config;
+# BENCHMARKS.md). An 8 x 8 register tile per thread is
 # what the forward's registers allow; the input gradient also holds its THREAD_M x THREAD_N inputs, and an
 # 8 x 8 tile of it spills.
 FORWARD_SPACE = [
