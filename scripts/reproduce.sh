@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/reproduction}
 SLAC=${SLAC:-.venv/bin/slac}
+PYTHON=${PYTHON:-.venv/bin/python}
 QUIET=(--progress false --tensorboard off)
 
 # 1. Digits (1437 train / 360 test), LeNet++, 20 epochs: CNN and the ANN with every head; 3 seeds.
@@ -48,5 +49,5 @@ $SLAC plot features "$OUT"/fig3/lenet2d_ann_{linear,lgm,mom,sl,slac}_seed0 --out
 $SLAC plot histograms "$OUT/digits/lenet_ann_linear_seed0" --out "$OUT/figures/fig1_histograms_ann.png"
 $SLAC plot histograms "$OUT/digits/lenet_ann_slac_seed0" --out "$OUT/figures/fig1_histograms_slac_ann.png"
 $SLAC plot curves "$OUT"/digits/lenet_{ann_linear,ann_slac,cnn_linear}_seed0 --out "$OUT/figures/fig4_curves.png"
-.venv/bin/python scripts/skewness_angles.py "$OUT"/digits/lenet_ann_{sl,slac}_seed* "$OUT"/fig3/lenet2d_ann_{sl,slac}_seed0 \
+$PYTHON scripts/skewness_angles.py "$OUT"/digits/lenet_ann_{sl,slac}_seed* "$OUT"/fig3/lenet2d_ann_{sl,slac}_seed0 \
     "$OUT"/fashion-mnist/lenet_ann_slac_seed* | tee "$OUT/skewness_angles.md"

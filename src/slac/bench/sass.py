@@ -247,6 +247,10 @@ def main(args: argparse.Namespace) -> int:
     if args.capability < 1:
         raise SystemExit(f"slac bench sass: --capability must be positive, got {args.capability}")
     layers = _layers(args)
+    try:  # the spaces' blocks are checked where they are defined; the command line's here, once
+        chosen = [triton_kernels.Block(*c).check() for c in args.config or []]
+    except ValueError as e:
+        raise SystemExit(f"slac bench sass: --config: {e}") from None
     if not args.json:
         print(f"Triton kernels compiled for sm_{args.capability}, {args.dtype} inputs, specialised as at "
               f"run time\n")  # fmt: skip
@@ -255,14 +259,10 @@ def main(args: argparse.Namespace) -> int:
     for name in args.kernel or KERNELS:
         for layer, batch in layers:
             call = kernel_call(name, layer, batch, args.dtype)
-            blocks = [triton_kernels.Block(*c) for c in args.config] if args.config else call.blocks()
+            blocks = chosen or call.blocks()
             if args.first:
                 blocks = blocks[:1]
             for block in blocks:
-                try:
-                    block.check()
-                except ValueError as e:
-                    raise SystemExit(f"slac bench sass: --config: {e}") from None
                 report = analyse(compile_kernel(call, block, args.capability))
                 if args.json:
                     fields = {k: v for k, v in dataclasses.asdict(report).items() if k != "sass"}

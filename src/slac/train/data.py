@@ -46,6 +46,11 @@ def _subset(dataset: ArrayDataset, start: int, stop: int) -> ArrayDataset:
     return dataclasses.replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop])
 
 
+def _scored(size: int, limit: int | None) -> int:
+    """How many of a split's ``size`` images a run is scored on: the first ``limit`` (all when None)."""
+    return size if limit is None else min(limit, size)
+
+
 def _shard_bounds(size: int, distributed: Distributed) -> tuple[int, int]:
     """Contiguous, nearly equal shard of ``size`` items for this process (evaluation)."""
     return (
@@ -96,7 +101,7 @@ def build_data(
         )
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     used = len(train_loader) * config.batch_size if drop_last else len(train)
-    test_size = len(test) if config.test_subset is None else config.test_subset
+    test_size = _scored(len(test), config.test_subset)
     return DataBundle(train_loader, test_loader, train.image_shape, train.num_classes, used, test_size)
 
 
@@ -111,8 +116,7 @@ def evaluation_loader(
     than there are means all), this process's contiguous share of them: the images a run is scored on,
     the same in training, ``slac eval`` and the plots."""
     distributed = distributed or Distributed()
-    size = len(dataset) if limit is None else min(limit, len(dataset))
-    start, stop = _shard_bounds(size, distributed)
+    start, stop = _shard_bounds(_scored(len(dataset), limit), distributed)
     dtype = getattr(torch, config.dtype)
     if config.dataset in STREAMING:
         subset = torch.utils.data.Subset(dataset, range(start, stop))
@@ -228,5 +232,5 @@ def _build_streaming(
     )
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     image = test[0][0] if len(test) else torch.empty(3, 224, 224)
-    test_size = len(test) if config.test_subset is None else min(config.test_subset, len(test))
+    test_size = _scored(len(test), config.test_subset)
     return DataBundle(train_loader, test_loader, tuple(image.shape), len(test.classes), len(train), test_size)
