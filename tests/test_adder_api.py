@@ -160,3 +160,23 @@ def test_torch_compile_fullgraph_matches_eager():
     assert_close(out, eager_out, 288)
     for g, e in zip((p.grad for p in model.parameters()), eager_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
+
+
+@pytest.mark.parametrize("backend", available_backends("cpu"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_empty_batch_is_like_conv2d(backend, dtype):
+    """N = 0, which nn.Conv2d and nn.Linear accept: an empty output, an empty input gradient and a zero
+    weight gradient (a sum over no images), on every backend."""
+    x = torch.randn(0, 4, 7, 6, dtype=dtype, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, dtype=dtype, requires_grad=True)
+    y = functional.adder2d(x, w, None, 2, 1, groups=2, backend=backend)
+    assert y.shape == torch.nn.functional.conv2d(x, w, None, 2, 1, groups=2).shape and y.dtype == dtype
+    (y.sum() + 1).backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+    x = torch.randn(2, 0, 5, dtype=dtype, requires_grad=True)  # leading dimensions with no elements
+    w = torch.randn(3, 5, dtype=dtype, requires_grad=True)
+    y = functional.adder_linear(x, w, backend=backend)
+    assert y.shape == (2, 0, 3) and y.dtype == dtype
+    (y.sum() + 1).backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))

@@ -13,6 +13,7 @@ import torch
 from conftest import assert_close
 from slac import functional
 from slac.cli import main
+from slac.errors import DeviceError
 from slac.ops import available_backends
 
 pytestmark = pytest.mark.skipif("triton" not in available_backends(), reason="triton is not installed")
@@ -120,6 +121,89 @@ def test_triton_adder_linear(shape):
     assert_close(dw, w.grad, n)
 
 
+def _offset_operands(dtype, *shapes):
+    """Inputs and weights that share an offset of 20 (spread 0.2) and a gradient, rounded to ``dtype``: the
+    weight gradient's two terms G.X and W.sum(G) are about 100 times their difference."""
+    x, w = (20 + 0.2 * torch.randn(shape, device=DEVICE, dtype=torch.float64) for shape in shapes[:2])
+    g = torch.randn(shapes[2], device=DEVICE, dtype=torch.float64)
+    return x.to(dtype), w.to(dtype), g.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_triton_half_weight_gradient_does_not_cancel(dtype):
+    """The half-precision weight gradient is formed in float32 and rounded once: within 2 ulps of the
+    largest entry of the exact gradient of the rounded operands. Formed in the half type, its error is the
+    cancellation's: tens of ulps."""
+    from slac.ops import reference
+    from slac.ops import triton_kernels as t
+
+    eps = torch.finfo(dtype).eps
+    conv = ([1, 1], [1, 1], [1, 1], 1)
+    x, w, g = _offset_operands(dtype, (4, 8, 6, 6), (5, 8, 3, 3), (4, 5, 6, 6))
+    exact = reference.adder2d_grad_weight(g.double(), x.double(), w.double(), *conv)
+    got = t.adder2d_grad_weight(g, x, w, *conv)
+    assert got.dtype == dtype
+    error, scale = (got.double() - exact).abs().max().item(), exact.abs().max().item()
+    assert error <= 2 * eps * scale, f"error {error / (eps * scale):.1f} ulps of the largest entry"
+
+    x, w, g = _offset_operands(dtype, (96, 40), (7, 40), (96, 7))
+    exact = reference.linear_grad_weight(g.double(), x.double(), w.double())
+    got = t.linear_grad_weight(g, x, w)
+    assert got.dtype == dtype
+    error, scale = (got.double() - exact).abs().max().item(), exact.abs().max().item()
+    assert error <= 2 * eps * scale, f"error {error / (eps * scale):.1f} ulps of the largest entry"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 70, 5), (100, 17, 40)], ids=str)
+def test_triton_linear_grad_weight_kernel(shape, dtype, monkeypatch):
+    """The fused kernel (G^T X - W sum G) against the reference on tile edges, and without writing torch's
+    process-wide matmul flags (another thread's GEMMs would see them)."""
+    from slac.ops import reference
+    from slac.ops import triton_kernels as t
+
+    class Flags:  # stands in for torch.backends.cuda.matmul and records every write
+        def __init__(self, inner):
+            object.__setattr__(self, "inner", inner)
+            object.__setattr__(self, "written", [])
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __setattr__(self, name, value):
+            self.written.append(name)
+
+    flags = Flags(torch.backends.cuda.matmul)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", flags)
+    n, k, o = shape
+    x, w, g = (torch.randn(size, device=DEVICE, dtype=dtype) for size in ((n, k), (o, k), (n, o)))
+    got = t.linear_grad_weight(g, x.t().contiguous().t(), w)  # a column-major input: strides are arguments
+    assert flags.written == []
+    assert_close(got, reference.linear_grad_weight(g, x, w), n)
+
+
+def test_triton_autotunes_once_for_nearby_batch_sizes():
+    """The autotuning key holds the pixel count rounded up to a power of two, so an epoch's last, smaller
+    batch (here 100 after batches of 128) reuses the full batch's config in both kernels."""
+    from slac.ops import triton_kernels as t
+
+    assert "n_pixels" not in t.AUTOTUNE_KEY and "pixel_bucket" in t.AUTOTUNE_KEY
+
+    def keys(batch):
+        x = torch.empty(batch, 16, 8, 8, device="meta")
+        w = torch.empty(32, 16, 3, 3, device="meta")
+        y = torch.empty(batch, 32, 8, 8, device="meta")
+        conv = ([1, 1], [1, 1], [1, 1], 1)
+        calls = (t.forward_call(x, w, y, *conv), t.grad_input_call(y, x, w, torch.empty_like(x), *conv))
+        values = [
+            {**dict(zip(call.kernel.arg_names, call.args, strict=False)), **call.constexprs} for call in calls
+        ]
+        return [tuple(v[name] for name in t.AUTOTUNE_KEY) for v in values]
+
+    assert keys(100) == keys(128) and keys(65) == keys(128)
+    assert keys(129) != keys(128) and keys(64) != keys(128)
+
+
 def test_triton_opcheck():
     x = torch.randn(2, 4, 5, 6, device=DEVICE, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 2, 3, 3, device=DEVICE, dtype=torch.float64, requires_grad=True)
@@ -204,7 +288,7 @@ def test_bench_sass_refuses_interpreted_kernels_and_bad_arguments():
         main(["bench", "sass", "--shapes", "resnet20", "--layers", "9"])
     if not triton_kernels.INTERPRET:
         pytest.skip("the kernels were loaded for a GPU here")
-    with pytest.raises(RuntimeError, match="without TRITON_INTERPRET"):
+    with pytest.raises(DeviceError, match="without TRITON_INTERPRET"):
         sass.compile_kernel(sass.kernel_call("forward", layer, 8), triton_kernels.INTERPRETER_BLOCK)
 
 

@@ -36,23 +36,43 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError, ArithmeticError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What the command reports in one line (exit status 2): the project's own errors (``SlacError``), files
+    that are missing, present already or not accessible, and unreadable YAML. Anything else is a failure, not
+    a mistake in the request (CUDA out of memory, an NCCL error, a bug), and keeps its traceback."""
+    import yaml
+
+    from slac.errors import SlacError
+
+    return (
+        SlacError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        yaml.YAMLError,
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
+    from slac.errors import ConfigError
     from slac.train import Trainer, TrainingInterrupted, load_config, parse_overrides
     from slac.train.distributed import shutdown_distributed
 
+    clean = False
     try:
         overrides = parse_overrides(args.overrides)
         if args.resume is not None:
             if args.config is not None:
-                raise ValueError("--resume continues a run with its saved recipe; leave out --config")
+                raise ConfigError("--resume continues a run with its saved recipe; leave out --config")
             trainer = Trainer(resume=args.resume, overrides=overrides)
         else:
             trainer = Trainer(load_config(args.config, overrides), overwrite=args.overwrite)
         summary = trainer.fit()
+        clean = True
     except TrainingInterrupted as stop:
+        clean = True  # every process stops at the same step
         if stop.checkpoint is None:  # not the process that writes
             return 128 + stop.signum
         print(
@@ -60,11 +80,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{Path(stop.checkpoint).parent.parent if stop.checkpoint else '<run directory>'}"
         )
         return 128 + stop.signum
-    except _USER_ERRORS as error:
-        print(f"slac train: error: {error}", file=sys.stderr)
-        return 2
     finally:
-        shutdown_distributed()
+        shutdown_distributed(clean)
     if trainer.distributed.is_main:
         run_dir = Path(summary["run_dir"])
         best, final = summary["best_test_top1"], summary["final_test_top1"]
@@ -102,11 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    try:
-        result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=overrides)
-    except _USER_ERRORS as error:
-        print(f"slac eval: error: {error}", file=sys.stderr)
-        return 2
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=overrides)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -122,24 +135,21 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from slac.analysis import plots
+    from slac.errors import ConfigError
 
-    try:
-        if args.figure == "features":
-            path = plots.plot_features(args.runs, args.out, args.split, args.limit, args.checkpoint, args.dpi)
-        elif args.figure == "histograms":
-            if len(args.runs) != 1:
-                raise ValueError("plot histograms takes one run directory")
-            path, fits = plots.plot_histograms(
-                args.runs[0], args.out, args.layer, args.split, args.limit, args.checkpoint, args.dpi
-            )
-            for name, fit in fits.items():
-                gaussian, laplace = fit["gaussian"], fit["laplace"]
-                print(f"{name}: mean log-likelihood Gaussian {gaussian:.4f}, Laplace {laplace:.4f}")
-        else:
-            path = plots.plot_curves(args.runs, args.out, args.dpi)
-    except _USER_ERRORS as error:
-        print(f"slac plot: error: {error}", file=sys.stderr)
-        return 2
+    if args.figure == "features":
+        path = plots.plot_features(args.runs, args.out, args.split, args.limit, args.checkpoint, args.dpi)
+    elif args.figure == "histograms":
+        if len(args.runs) != 1:
+            raise ConfigError("plot histograms takes one run directory")
+        path, fits = plots.plot_histograms(
+            args.runs[0], args.out, args.layer, args.split, args.limit, args.checkpoint, args.dpi
+        )
+        for name, fit in fits.items():
+            gaussian, laplace = fit["gaussian"], fit["laplace"]
+            print(f"{name}: mean log-likelihood Gaussian {gaussian:.4f}, Laplace {laplace:.4f}")
+    else:
+        path = plots.plot_curves(args.runs, args.out, args.dpi)
     print(f"wrote {path}")
     return 0
 
@@ -147,13 +157,9 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from slac.analysis import report
 
-    try:
-        items, notes = report.experiments(args.runs)
-        rows = report.summarize(items, args.baseline)
-        text = report.format_report(rows, items, args.layout)
-    except _USER_ERRORS as error:
-        print(f"slac report: error: {error}", file=sys.stderr)
-        return 2
+    items, notes = report.experiments(args.runs)
+    rows = report.summarize(items, args.baseline)
+    text = report.format_report(rows, items, args.layout)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(text)
@@ -248,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.run(args)
+    command = " ".join(part for part in (args.command, getattr(args, "benchmark", None)) if part)
+    try:
+        return args.run(args)
+    except _user_errors() as error:
+        print(f"slac {command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

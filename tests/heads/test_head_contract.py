@@ -44,6 +44,38 @@ def test_bad_features_and_targets_are_rejected_naming_the_argument(name):
 
 
 @pytest.mark.parametrize("name", ALL_HEADS)
+def test_training_step_reads_no_values_off_the_device(name):
+    """forward and loss of a training step validate the targets without copying anything to the host (on
+    a GPU, each .tolist()/.item() is a synchronisation that stalls the step). Run on the meta device, which
+    has shapes but no values: any read of a value raises there."""
+    with torch.device("meta"):
+        head = create_head(name, 4, 3).train()
+        features, targets = torch.randn(6, 4, requires_grad=True), torch.zeros(6, dtype=torch.long)
+        logits, loss = logits_and_loss(head, features, targets)
+        loss.total.backward()
+    assert logits.shape == (6, 3) and features.grad.shape == (6, 4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_training_step_does_not_synchronise_on_cuda(name):
+    head = create_head(name, 4, 3).cuda().train()
+    features, targets = torch.randn(6, 4, device="cuda"), torch.tensor([0, 1, 2, 0, 1, 2], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        logits, loss = logits_and_loss(head, features, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert logits.shape == (6, 3) and loss.total.isfinite()
+    bad = torch.tensor([0, 1, 3, 0, 1, 2], device="cuda")
+    with pytest.raises(RuntimeError, match="targets must lie in"):  # checked on the device
+        head(features, bad)
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
 @pytest.mark.parametrize(
     ("in_features", "num_classes", "argument"),
     [pytest.param(0, 3, "in_features", id="no-features"), pytest.param(4, 1, "num_classes", id="one-class")],

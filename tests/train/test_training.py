@@ -17,9 +17,21 @@ import torch
 from slac.data.mnist import DEBIAN_FASHION_MNIST
 from slac.train import load_checkpoint
 
-from .helpers import SMALL_RUN, assert_same_weights, checkpoint_epoch, run_slac, start_slac, wait_for
+from .helpers import (
+    SMALL_RUN,
+    assert_same_weights,
+    checkpoint_epoch,
+    environment,
+    run_slac,
+    start_slac,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
+
+# How far above the measured rounding floor a DDP run may lie (see the DDP test): one order of magnitude
+# over the largest ratio measured (0.8), seven below the smallest fault (1e8).
+DDP_NOISE_FACTOR = 10.0
 
 
 def test_default_job_learns_writes_everything_and_eval_reproduces_it(tmp_path):
@@ -130,7 +142,17 @@ def test_eval_errors_are_clear(tmp_path, reference_run):
 
 def test_ddp_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     """torchrun, 2 CPU processes (gloo), each on half of every batch of 32, synchronised batch norm, adder
-    gradient scaling on: after 2 epochs (8 steps) the weights equal one process's on the whole batches.
+    gradient scaling on: after 2 epochs (8 steps) the weights equal one process's on the whole batches, to
+    within what float64 rounding does to them on this machine.
+
+    That rounding floor is measured, not assumed: a third run trains the same model on the same batches,
+    each presented in reverse order, which changes the order of every sum over the batch and nothing else
+    (DDP changes the same sums: it splits them into per-process parts). Each tensor's DDP difference must
+    be within DDP_NOISE_FACTOR times that tensor's reverse-order difference. Measured on a Xeon Sapphire
+    Rapids (AVX-512): the DDP difference is 0.4-0.8x the reverse-order one in all 108 tensors (at most
+    1e-8 of a tensor's scale), while real faults put every tensor 1e8-1e10x over it: the adder gradient
+    scaling applied per process before the all-reduce, or one process's shard of the gradient left out
+    (both tried once, by patching the trainer).
 
     ResNet-20 ANN in float64. Not LeNet: its max-pooling windows over blank digit background hold exactly
     tied values, and the CPU batch norm's vector and scalar paths round a tie's members differently
@@ -158,6 +180,14 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     ]
     single = run_slac("train", *common, "--name", "single")
     assert single.returncode == 0, single.stdout + single.stderr
+    reordered = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("reversed_batches.py")), *common, "--name", "reversed"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment(),
+    )
+    assert reordered.returncode == 0, reordered.stdout + reordered.stderr
     ddp = subprocess.run(
         [
             sys.executable,
@@ -180,13 +210,28 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     )
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     assert "x 2 processes" in ddp.stdout
-    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "ddp")
-    assert a["step"] == b["step"] == 8
+    a, r, b = (load_checkpoint(tmp_path / name) for name in ("single", "reversed", "ddp"))
+    assert a["step"] == r["step"] == b["step"] == 8
+    assert a["model"].keys() == b["model"].keys()
+    compared = 0
     for key, value in a["model"].items():
-        if value.is_floating_point():
-            torch.testing.assert_close(b["model"][key], value, rtol=1e-8, atol=1e-10, msg=key)
-    assert b["history"][-1]["test_top1"] == a["history"][-1]["test_top1"]  # metrics reduced over ranks
-    assert b["history"][-1]["train_loss"] == pytest.approx(a["history"][-1]["train_loss"], rel=1e-9)
+        if not value.is_floating_point():
+            assert torch.equal(b["model"][key], value), key  # num_batches_tracked
+            continue
+        noise = (r["model"][key] - value).abs().max().item()
+        floor = torch.finfo(value.dtype).eps * value.abs().max().item()  # a tensor rounding left alone
+        difference = (b["model"][key] - value).abs().max().item()
+        assert difference <= DDP_NOISE_FACTOR * max(noise, floor), (
+            f"{key}: DDP differs from one process by {difference:.3g}, more than {DDP_NOISE_FACTOR} x the "
+            f"rounding floor {max(noise, floor):.3g} (reverse-order run)"
+        )
+        compared += 1
+    assert compared > 50
+    # the metrics are sums over both processes: the same images counted once each
+    assert b["history"][-1]["test_top1"] == a["history"][-1]["test_top1"]
+    loss_a, loss_r, loss_b = (run["history"][-1]["train_loss"] for run in (a, r, b))
+    loss_floor = max(abs(loss_r - loss_a), torch.finfo(torch.float64).eps * abs(loss_a))
+    assert abs(loss_b - loss_a) <= DDP_NOISE_FACTOR * loss_floor
 
 
 @pytest.mark.skipif(
@@ -217,4 +262,8 @@ def test_fashion_mnist_one_short_epoch(tmp_path):
     assert "on fashion-mnist (1024 train / 500 test images, 10 classes)" in result.stdout
     summary = json.loads((tmp_path / "lenet_ann_slac_fashion-mnist_seed0" / "summary.json").read_text())
     assert summary["final_train_top1"] > 15.0, summary
-    assert 0.0 <= summary["final_test_top1"] <= 100.0
+    # the logged test figure is the trained weights' accuracy on the 500 test images: slac eval agrees
+    evaluation = run_slac("eval", str(tmp_path / "lenet_ann_slac_fashion-mnist_seed0"), "--json")
+    assert evaluation.returncode == 0, evaluation.stderr
+    evaluation = json.loads(evaluation.stdout)
+    assert evaluation["count"] == 500 and evaluation["top1"] == summary["final_test_top1"]

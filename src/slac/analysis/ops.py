@@ -72,6 +72,7 @@ from torch import nn
 from torch.func import functional_call
 
 from slac.data.registry import DATASET_SPECS
+from slac.errors import ConfigError
 from slac.heads import Head, LGMHead, LinearHead, LSoftmaxHead, MoMHead, SkewLaplaceHead
 from slac.nn import AdderLayer, BinaryConv2d, BinaryLinear
 
@@ -289,7 +290,7 @@ def count_ops(model: nn.Module, input_size: tuple[int, ...]) -> OpCount:
     """
     input_size = tuple(int(s) for s in input_size)
     if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (C, H, W) with positive entries, got {input_size}")
+        raise ConfigError(f"input_size must be (C, H, W) with positive entries, got {input_size}")
     records: list[LayerOps] = []
     handles = []
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from slac.analysis.runs import collect_features, load_model, load_run
+from slac.errors import ConfigError, MissingDependencyError, RunError
 
 __all__ = ["FIGURE_HEIGHT", "FIGURE_WIDTH", "plot_curves", "plot_features", "plot_histograms"]
 
@@ -33,7 +34,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "plots need matplotlib: pip install slac[plot] (or pip install matplotlib)"
         ) from None
     matplotlib.use("Agg")
@@ -80,7 +81,7 @@ def _feature_panel(axes: Any, run_path: Path, split: str, limit: int | None, che
     plt = _pyplot()
     model, config = load_model(run_path, checkpoint)
     if model.num_features != 2:
-        raise ValueError(
+        raise RunError(
             f"{run_path}: its features have {model.num_features} dimensions; the feature plot needs a 2-D "
             "feature layer (train with --model_options.feature_dim 2, e.g. configs/fig3/)"
         )
@@ -156,7 +157,7 @@ def plot_features(
     """Figure 3: one panel per run with 2-D features (``feature_dim: 2``) and the head's distributions."""
     plt = _pyplot()
     if not runs:
-        raise ValueError("plot features: give at least one run directory")
+        raise ConfigError("plot features: give at least one run directory")
     figure, panels = plt.subplots(
         1, len(runs), figsize=(FIGURE_WIDTH * len(runs), FIGURE_HEIGHT), squeeze=False, layout="constrained"
     )
@@ -216,10 +217,10 @@ def plot_histograms(
     named = dict(model.named_modules())
     adders = [name for name, module in named.items() if isinstance(module, AdderLayer)]
     if not adders:
-        raise ValueError(f"{run}: a {config.form} model has no adder layers; the histograms are for ANNs")
+        raise RunError(f"{run}: a {config.form} model has no adder layers; the histograms are for ANNs")
     chosen = layer or adders[-1]
     if chosen not in adders:
-        raise ValueError(
+        raise ConfigError(
             f"layer {chosen!r} is not an adder layer of this model; adder layers: {', '.join(adders)}"
         )
     weights = named[chosen].weight.detach().float().flatten().numpy()
@@ -247,14 +248,14 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
     """Figure 4 (a, b): train and test top-1 per epoch, one line per run."""
     plt = _pyplot()
     if not runs:
-        raise ValueError("plot curves: give at least one run directory")
+        raise ConfigError("plot curves: give at least one run directory")
     figure, (train_axes, test_axes) = plt.subplots(
         1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
     )
     for path in runs:
         run = load_run(path)
         if not run.metrics:
-            raise ValueError(f"{path}: metrics.csv has no epochs yet")
+            raise RunError(f"{path}: metrics.csv has no epochs yet")
         epochs = [row["epoch"] for row in run.metrics]
         label = _run_label(run)
         (line,) = train_axes.plot(epochs, [row["train_top1"] for row in run.metrics], label=label)

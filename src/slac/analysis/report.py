@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from slac.analysis.runs import Run, load_run
+from slac.errors import ConfigError, RunError
 
 __all__ = ["Experiment", "difference_interval", "experiments", "format_report", "summarize"]
 
@@ -85,7 +86,7 @@ def experiments(paths: list[str | Path]) -> tuple[list[Experiment], list[str]]:
             continue
         groups.setdefault(run.experiment, []).append(run)
     if not groups:
-        raise ValueError("report: none of the given runs has finished (summary.json)")
+        raise RunError("report: none of the given runs has finished (summary.json)")
     keys = {experiment: dict(experiment) for experiment in groups}
     identity = ("model", "form", "head", "dataset")
     result = []
@@ -142,7 +143,7 @@ def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple
     if not matches:
         matches = [e for e in items if baseline.lower() in e.label.lower()]
     if not matches:
-        raise ValueError(
+        raise ConfigError(
             f"baseline {baseline!r} matches 0 experiments; choose one of: "
             + "; ".join(e.label for e in items)
         )
@@ -150,7 +151,7 @@ def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple
     for e in matches:
         key = (e.config.model, e.config.dataset)
         if key in chosen:
-            raise ValueError(
+            raise ConfigError(
                 f"baseline {baseline!r} matches several experiments of {key[0]} on {key[1]} "
                 f"({chosen[key].label!r}, {e.label!r}); give a full label"
             )
@@ -210,7 +211,7 @@ def _ablation_label(config: Any) -> str:
 def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: str = "long") -> str:
     """Markdown of the summarized rows in one of ``LAYOUTS``."""
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     by_label = {row["experiment"]: row for row in rows}
     if layout == "long":
         body = [

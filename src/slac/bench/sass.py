@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 
 from slac.bench.adder import RESNET18_IMAGENET_SHAPES, RESNET20_CIFAR_SHAPES, LayerShape
+from slac.errors import ConfigError, DeviceError, MissingDependencyError
 
 __all__ = ["KERNELS", "SassReport", "add_arguments", "analyse", "compile_kernel", "kernel_call", "main"]
 
@@ -64,7 +65,7 @@ def _tools_dir() -> str:
 
     path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     if not os.path.isfile(os.path.join(path, "ptxas")):
-        raise RuntimeError(f"Triton's NVIDIA tools (ptxas, nvdisasm, cuobjdump) are not in {path}")
+        raise MissingDependencyError(f"Triton's NVIDIA tools (ptxas, nvdisasm, cuobjdump) are not in {path}")
     return path
 
 
@@ -75,9 +76,9 @@ def kernel_call(name: str, layer: LayerShape, batch: int, dtype: str = "fp32"):
     from slac.ops import triton_kernels
 
     if name not in KERNELS:
-        raise ValueError(f"unknown kernel {name!r}; choose from {', '.join(KERNELS)}")
+        raise ConfigError(f"unknown kernel {name!r}; choose from {', '.join(KERNELS)}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype is one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype is one of {', '.join(DTYPES)}, got {dtype!r}")
     element = getattr(torch, DTYPES[dtype])
     conv = ([layer.stride] * 2, [layer.padding] * 2, [1, 1], 1)
     x = torch.empty(batch, layer.in_channels, layer.size, layer.size, device="meta", dtype=element)
@@ -120,7 +121,7 @@ def compile_kernel(call, block, capability: int = 90):
 
     jit = call.kernel.fn
     if not isinstance(jit, JITFunction):
-        raise RuntimeError(
+        raise DeviceError(
             "the Triton kernels were loaded for the interpreter (TRITON_INTERPRET=1), and interpreted "
             "functions cannot be compiled; run this in a process without TRITON_INTERPRET set"
         )

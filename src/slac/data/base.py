@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from slac.errors import ConfigError, DataError
+
 SPLITS = ("train", "test")
 
 
@@ -36,16 +38,14 @@ class ArrayDataset:
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
-            raise ValueError(
-                f"{self.name}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}"
-            )
+            raise DataError(f"{self.name}: images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
             )
         channels = self.images.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(f"{self.name}: mean/std need {channels} values (one per channel)")
+            raise DataError(f"{self.name}: mean/std need {channels} values (one per channel)")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -63,7 +63,7 @@ class ArrayDataset:
 
 def check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def default_root(name: str) -> Path:
@@ -78,7 +78,7 @@ def check_labels(labels: torch.Tensor, num_classes: int, where: str, hint: str =
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
-        raise ValueError(
+        raise DataError(
             f"{where}: labels range over {low}..{high} but this dataset has {num_classes} classes "
             f"(expected 0..{num_classes - 1}).{(' ' + hint) if hint else ''}"
         )

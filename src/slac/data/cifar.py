@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from slac.data.base import ArrayDataset, check_labels, check_split, default_root
+from slac.errors import ChecksumError, ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,6 @@ CIFAR_SPECS = {
 }
 
 
-class ChecksumError(ValueError):
-    """A file's MD5 differs from the published one."""
-
-
 def md5sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
@@ -139,12 +136,12 @@ def _unpickle(stream: IO[bytes], where: str) -> dict:
     try:
         obj = _NumpyOnlyUnpickler(stream, encoding="bytes").load()
     except Exception as error:  # any unpickling failure means a corrupt or foreign file
-        raise ValueError(
+        raise DataError(
             f"{where}: not a readable CIFAR pickle ({type(error).__name__}: {error}); the file is corrupt, "
             "download the archive again"
         ) from error
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a pickled dict, found {type(obj).__name__}")
+        raise DataError(f"{where}: expected a pickled dict, found {type(obj).__name__}")
     return obj
 
 
@@ -172,7 +169,7 @@ class _Source:
         except KeyError:
             raise FileNotFoundError(f"{self.spec.name}: {where} is not in the archive") from None
         if extracted is None:
-            raise ValueError(f"{where}: not a regular file")
+            raise DataError(f"{where}: not a regular file")
         return io.BytesIO(extracted.read()), where
 
     def close(self) -> None:
@@ -218,7 +215,7 @@ def load_cifar(
     """
     check_split(split)
     if name not in CIFAR_SPECS:
-        raise ValueError(f"CIFAR datasets are {sorted(CIFAR_SPECS)}, got {name!r}")
+        raise ConfigError(f"CIFAR datasets are {sorted(CIFAR_SPECS)}, got {name!r}")
     spec = CIFAR_SPECS[name]
     root = Path(root).expanduser() if root is not None else default_root(name)
     location = _locate(spec, root)
@@ -242,13 +239,13 @@ def load_cifar(
             if b"data" not in batch or spec.label_key not in batch:
                 other = b"fine_labels" if spec.label_key == b"labels" else b"labels"
                 hint = f" (it has {other!r}: is this the other CIFAR?)" if other in batch else ""
-                raise ValueError(f"{where}: keys {sorted(batch)} lack b'data' or {spec.label_key!r}{hint}")
+                raise DataError(f"{where}: keys {sorted(batch)} lack b'data' or {spec.label_key!r}{hint}")
             data = np.asarray(batch[b"data"])
             batch_labels = torch.as_tensor(np.asarray(batch[spec.label_key], dtype=np.int64))
             if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-                raise ValueError(f"{where}: data must be (N, 3072) uint8, found {data.shape} {data.dtype}")
+                raise DataError(f"{where}: data must be (N, 3072) uint8, found {data.shape} {data.dtype}")
             if batch_labels.shape != (data.shape[0],):
-                raise ValueError(f"{where}: {data.shape[0]} rows of data but {batch_labels.numel()} labels")
+                raise DataError(f"{where}: {data.shape[0]} rows of data but {batch_labels.numel()} labels")
             hint = "Is this the CIFAR-100 folder? use cifar100." if name == "cifar10" else ""
             check_labels(batch_labels, spec.num_classes, where, hint)
             images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # (N, 3, 32, 32)
@@ -281,5 +278,5 @@ def _class_names(source: _Source, spec: CifarSpec) -> tuple[str, ...] | None:
         meta = _unpickle(stream, where)
     names = meta.get(spec.names_key)
     if names is None or len(names) != spec.num_classes:
-        raise ValueError(f"{where}: expected {spec.num_classes} names under {spec.names_key!r}")
+        raise DataError(f"{where}: expected {spec.num_classes} names under {spec.names_key!r}")
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slac.data.base import check_split, default_root
+from slac.errors import DataError, MissingDependencyError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +39,7 @@ def imagenet_classes(root: str | Path) -> list[str]:
     if found["train"] != found["val"]:
         only_train = sorted(set(found["train"]) - set(found["val"]))
         only_val = sorted(set(found["val"]) - set(found["train"]))
-        raise ValueError(
+        raise DataError(
             f"imagenet: {root}/train and {root}/val have different class folders "
             f"({len(found['train'])} vs {len(found['val'])}; only in train: {only_train[:5]}, "
             f"only in val: {only_val[:5]}); class indices would not agree between the splits"
@@ -71,7 +72,7 @@ def load_imagenet(
     try:
         from torchvision.datasets import ImageFolder
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             "the imagenet dataset needs torchvision: pip install slac[imagenet] (or pip install torchvision)"
         ) from error
     if transform is None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from slac.data.base import ArrayDataset
+from slac.errors import ConfigError
 
 
 def random_crop(
@@ -104,11 +105,11 @@ class DeviceLoader:
         world_size: int = 1,
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+            raise ConfigError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
         if batch_size < world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {batch_size} is smaller than world_size {world_size}: "
                 "a process would get no images"
             )
@@ -117,7 +118,7 @@ class DeviceLoader:
         self.padding = dataset.padding if padding is None else padding
         self.flip = dataset.flip if flip is None else flip
         if self.padding < 0:
-            raise ValueError(f"padding must be >= 0, got {self.padding}")
+            raise ConfigError(f"padding must be >= 0, got {self.padding}")
         self.device = torch.device(device)
         mean = torch.tensor(dataset.mean, dtype=dtype, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(dataset.std, dtype=dtype, device=self.device).view(1, -1, 1, 1)

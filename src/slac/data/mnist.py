@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from slac.data.base import ArrayDataset, check_labels, check_split, default_root
+from slac.errors import ConfigError, DataError
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
@@ -52,7 +53,7 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: cannot read ({error}); the file is corrupt, download it again") from error
+        raise DataError(f"{path}: cannot read ({error}); the file is corrupt, download it again") from error
 
 
 def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
@@ -65,23 +66,23 @@ def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX header (4-byte magic number)")
+        raise DataError(f"{path}: {len(data)} bytes, too short for an IDX header (4-byte magic number)")
     found = int.from_bytes(data[:4], "big")
     if magic is not None and found != magic:
-        raise ValueError(f"{path}: IDX magic number 0x{found:08x}, expected 0x{magic:08x}; not this IDX file")
+        raise DataError(f"{path}: IDX magic number 0x{found:08x}, expected 0x{magic:08x}; not this IDX file")
     if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(
+        raise DataError(
             f"{path}: IDX magic number 0x{found:08x} is not an unsigned-byte IDX file (0x000008NN)"
         )
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, expected at least {header}")
+        raise DataError(f"{path}: truncated IDX header: {len(data)} bytes, expected at least {header}")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(dims)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(
+        raise DataError(
             f"{path}: IDX file {what}: header gives shape {dims}, so {expected} bytes "
             f"(uncompressed) expected, found {len(data)}; download the file again"
         )
@@ -108,7 +109,7 @@ def load_idx_dataset(
     """
     check_split(split)
     if name not in _HOW_TO_GET:
-        raise ValueError(f"IDX datasets are {sorted(_HOW_TO_GET)}, got {name!r}")
+        raise ConfigError(f"IDX datasets are {sorted(_HOW_TO_GET)}, got {name!r}")
     if root is None:
         candidates = [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" else []
         candidates.append(default_root(name))
@@ -120,7 +121,7 @@ def load_idx_dataset(
     images = read_idx(images_file, IDX_IMAGES_MAGIC)
     labels = read_idx(labels_file, IDX_LABELS_MAGIC)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"{name}: {images_file} has {images.shape[0]} images "
             f"but {labels_file} has {labels.shape[0]} labels"
         )

@@ -12,6 +12,7 @@ from slac.data.cifar import load_cifar
 from slac.data.digits import load_digits_dataset
 from slac.data.imagenet import load_imagenet
 from slac.data.mnist import load_idx_dataset
+from slac.errors import ConfigError
 
 _LOADERS: dict[str, Callable[..., Any]] = {
     "digits": load_digits_dataset,
@@ -42,7 +43,7 @@ def dataset_spec(name: str) -> tuple[tuple[int, int, int], int]:
     """((C, H, W), num_classes) of dataset ``name`` as its loader returns it (ImageNet: the 224 crop)."""
     key = name.lower().replace("_", "-")
     if key not in DATASET_SPECS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return DATASET_SPECS[key]
 
 
@@ -56,5 +57,5 @@ def load_dataset(
     """
     key = name.lower().replace("_", "-")
     if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return _LOADERS[key](root=root, split=split, **kwargs)

@@ -52,6 +52,8 @@ def full_precision(method: _Method) -> _Method:
             return method(self, features, *args, **kwargs)
         if features.is_floating_point():
             features = features.to(next(self.parameters()).dtype)
+        if not torch.amp.is_autocast_available(features.device.type):  # the meta device: no autocast
+            return method(self, features, *args, **kwargs)
         with torch.autocast(device_type=features.device.type, enabled=False):
             return method(self, features, *args, **kwargs)
 
@@ -105,12 +107,20 @@ class Head(nn.Module):
             raise TypeError(f"targets must be an integer tensor of class indices, got {_describe(targets)}")
         if targets.shape != (batch_size,):
             raise ValueError(f"targets must have shape (N,) = ({batch_size},), got {tuple(targets.shape)}")
-        if batch_size:
-            low, high = torch.stack(torch.aminmax(targets)).tolist()  # one device synchronization
+        if not batch_size:
+            return
+        if targets.device.type == "cpu":  # reading the values costs nothing here: say which they are
+            low, high = torch.stack(torch.aminmax(targets)).tolist()
             if low < 0 or high >= self.num_classes:
                 raise ValueError(
                     f"targets must lie in [0, num_classes={self.num_classes}), got values in [{low}, {high}]"
                 )
+        else:  # checked on the device, without a host synchronisation in the training step
+            low, high = torch.aminmax(targets)
+            torch._assert_async(
+                (low >= 0) & (high < self.num_classes),
+                f"targets must lie in [0, num_classes={self.num_classes})",
+            )
 
 
 class DensityHead(Head):

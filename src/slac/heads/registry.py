@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from slac.errors import ConfigError
 from slac.heads.base import Head
 
 __all__ = ["create_head", "list_heads", "register_head"]
@@ -36,5 +37,5 @@ def create_head(name: str, in_features: int, num_classes: int, **options) -> Hea
     try:
         factory = _HEADS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(list_heads())}") from None
+        raise ConfigError(f"unknown head {name!r}; known heads: {', '.join(list_heads())}") from None
     return factory(in_features, num_classes, **options)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from slac.errors import ConfigError
+
 __all__ = ["ModelCfg", "create_model", "list_models", "model_cfg", "register_model"]
 
 
@@ -53,7 +55,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def _lookup(name: str) -> str:
     if not isinstance(name, str) or name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return name
 
 

@@ -16,6 +16,8 @@ from types import ModuleType
 
 import torch
 
+from slac.errors import ConfigError, DeviceError, MissingDependencyError
+
 __all__ = ["BACKENDS", "AdderBackend", "available_backends", "get_backend", "resolve_backend"]
 
 
@@ -102,17 +104,17 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         for name in _AUTO_ORDER.get(device_type, ("reference",)):
             if name in BACKENDS and BACKENDS[name].is_available():
                 return name
-        raise RuntimeError(f"no adder backend is available for device type {device_type!r}")
+        raise DeviceError(f"no adder backend is available for device type {device_type!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+        raise ConfigError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
     spec = BACKENDS[backend]
     if device_type not in spec.device_types:
-        raise ValueError(
+        raise ConfigError(
             f"adder backend {backend!r} runs on {list(spec.device_types)} tensors, "
             f"got {device_type} tensors; use backend='auto' or one of {available_backends(device_type)}"
         )
     if not spec.is_available():
-        raise RuntimeError(
+        raise MissingDependencyError(
             f"adder backend {backend!r} needs {list(spec.requires)}, which is not installed "
             f"(pip install {' '.join(spec.requires)})"
         )

@@ -4,6 +4,9 @@ Each op takes a concrete backend name (``functional`` resolves ``"auto"`` before
 to that backend's module. The gradients are ops of their own, so that ``torch.compile`` and AOTAutograd
 trace forward and backward through fake (meta) kernels without running them, and ``opcheck`` can test the
 registration. Under autocast the ops run in float32: long sums of |a - b| lose precision in half types.
+
+An empty batch (N = 0) never reaches a backend: its output and input gradient are empty and its weight
+gradient, a sum over no images, is zero, as for ``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from slac.ops.backends import get_backend
 from slac.ops.geometry import output_size
 
 __all__ = ["adder2d", "adder_linear"]
+
+
+def _empty(*tensors: Tensor) -> bool:
+    return any(t.numel() == 0 for t in tensors)
 
 
 # --- convolution ---------------------------------------------------------------------------------------
@@ -31,6 +38,10 @@ def adder2d(
     backend: str,
 ) -> Tensor:
     """Y[b, o, p] = -sum_{c,i,j} |X[b, c, p*s - pad + (i,j)*d] - W[o, c, i, j]| (zero padding)."""
+    if _empty(input):
+        return input.new_zeros(
+            input.shape[0], weight.shape[0], *output_size(input, weight, stride, padding, dilation)
+        )
     return get_backend(backend).adder2d_forward(input, weight, stride, padding, dilation, groups)
 
 
@@ -53,6 +64,8 @@ def adder2d_grad_input(
     backend: str,
 ) -> Tensor:
     """dX = col2im(sum_o G * clamp(W - X, -1, 1)): AdderNet's HardTanh-clipped input gradient."""
+    if _empty(input, grad):
+        return torch.zeros_like(input, memory_format=torch.contiguous_format)
     return get_backend(backend).adder2d_grad_input(grad, input, weight, stride, padding, dilation, groups)
 
 
@@ -73,6 +86,8 @@ def adder2d_grad_weight(
     backend: str,
 ) -> Tensor:
     """dW = sum G * (X - W): AdderNet's full-precision weight gradient (not its sign)."""
+    if _empty(input, grad):
+        return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     return get_backend(backend).adder2d_grad_weight(grad, input, weight, stride, padding, dilation, groups)
 
 
@@ -107,6 +122,8 @@ adder2d.register_autograd(_adder2d_backward, setup_context=_adder2d_setup_contex
 @torch.library.custom_op("slac::adder_linear", mutates_args=())
 def adder_linear(input: Tensor, weight: Tensor, backend: str) -> Tensor:
     """(N, K), (O, K) -> (N, O): y[n, o] = -sum_k |x[n, k] - w[o, k]|."""
+    if _empty(input):
+        return input.new_zeros(input.shape[0], weight.shape[0])
     return get_backend(backend).linear_forward(input, weight)
 
 
@@ -117,6 +134,8 @@ def _(input, weight, backend):
 
 @torch.library.custom_op("slac::adder_linear_grad_input", mutates_args=())
 def adder_linear_grad_input(grad: Tensor, input: Tensor, weight: Tensor, backend: str) -> Tensor:
+    if _empty(input, grad):
+        return torch.zeros_like(input, memory_format=torch.contiguous_format)
     return get_backend(backend).linear_grad_input(grad, input, weight)
 
 
@@ -127,6 +146,8 @@ def _(grad, input, weight, backend):
 
 @torch.library.custom_op("slac::adder_linear_grad_weight", mutates_args=())
 def adder_linear_grad_weight(grad: Tensor, input: Tensor, weight: Tensor, backend: str) -> Tensor:
+    if _empty(input, grad):
+        return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     return get_backend(backend).linear_grad_weight(grad, input, weight)
 
 

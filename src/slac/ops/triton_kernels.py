@@ -103,6 +103,17 @@ def _fitting(configs: list[triton.Config], n: int, acc) -> list[triton.Config]:
     return fit or configs[-1:]
 
 
+# What a layer's autotuned config depends on. The pixel count enters as pixel_bucket, the next power of two
+# of it, so that batch sizes that differ a little (an epoch's last, partial batch) reuse the config of the
+# full batch instead of benchmarking the whole space again.
+AUTOTUNE_KEY = ["pixel_bucket", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW", "stride_h", "stride_w"]
+
+
+def pixel_bucket(n_pixels: int) -> int:
+    """The autotuning key's pixel count: ``n_pixels`` rounded up to a power of two."""
+    return triton.next_power_of_2(max(1, n_pixels))
+
+
 def _autotune(n_arg: str, space: list[Block]):
     """Autotuning over space, keyed on the layer's shape; n_arg names the kernel's N (channel) argument."""
     if INTERPRET:  # one small config: the interpreter runs every program on the CPU
@@ -114,7 +125,7 @@ def _autotune(n_arg: str, space: list[Block]):
 
     return triton.autotune(
         configs=configs,
-        key=["n_pixels", "OUT_PER_GROUP", "C_PER_GROUP", "KH", "KW", "stride_h", "stride_w"],
+        key=AUTOTUNE_KEY,
         prune_configs_by={"early_config_prune": prune},
     )
 
@@ -174,7 +185,7 @@ def _flat_tile(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 @triton.jit
 def _adder2d_forward_kernel(
     x_ptr, w_ptr, y_ptr,
-    n_pixels, height, width, out_h, out_w,
+    n_pixels, pixel_bucket, height, width, out_h, out_w,
     sxb, sxc, sxh, sxw,
     swo, swc, swh, sww,
     syb, syo, syh, syw,
@@ -227,7 +238,7 @@ def _adder2d_forward_kernel(
 @triton.jit
 def _adder2d_grad_input_kernel(
     g_ptr, x_ptr, w_ptr, dx_ptr,
-    n_pixels, height, width, out_h, out_w, class_h, class_w,
+    n_pixels, pixel_bucket, height, width, out_h, out_w, class_h, class_w,
     sgb, sgo, sgh, sgw,
     sxb, sxc, sxh, sxw,
     swo, swc, swh, sww,
@@ -304,6 +315,43 @@ def _adder2d_grad_input_kernel(
     tl.store(dx_ptr + dx_offsets, _flat_tile(acc, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
 
 
+@triton.jit
+def _linear_grad_weight_kernel(
+    g_ptr, x_ptr, w_ptr, dw_ptr,
+    n_rows, out_features, in_features,
+    sgn, sgo, sxn, sxk, swo, swk, sdo, sdk,
+    ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+):  # fmt: skip
+    # dW[o, k] = sum_n G[n, o] (X[n, k] - W[o, k]) = (G^T X)[o, k] - W[o, k] sum_n G[n, o]: the GEMM and the
+    # column sums of G in one pass, both accumulated in ACC (float32 for half inputs: the two terms cancel
+    # when X and W share an offset), the dot product exact ("ieee": never TF32, whatever torch's flags say)
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_o = offs_o < out_features
+    mask_k = offs_k < in_features
+    acc = tl.zeros((BLOCK_O, BLOCK_K), dtype=ACC)
+    g_sum = tl.zeros((BLOCK_O,), dtype=ACC)
+    for r0 in range(0, n_rows, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = offs_r < n_rows
+        g_t = tl.load(
+            g_ptr + offs_o[:, None] * sgo + offs_r[None, :] * sgn,
+            mask=mask_o[:, None] & mask_r[None, :],
+            other=0.0,
+        ).to(ACC)  # (BLOCK_O, BLOCK_R): G transposed
+        x = tl.load(
+            x_ptr + offs_r[:, None] * sxn + offs_k[None, :] * sxk,
+            mask=mask_r[:, None] & mask_k[None, :],
+            other=0.0,
+        ).to(ACC)  # (BLOCK_R, BLOCK_K)
+        acc += tl.dot(g_t, x, input_precision="ieee", out_dtype=ACC)
+        g_sum += tl.sum(g_t, axis=1)
+    mask = mask_o[:, None] & mask_k[None, :]
+    w = tl.load(w_ptr + offs_o[:, None] * swo + offs_k[None, :] * swk, mask=mask, other=0.0).to(ACC)
+    dw = acc - w * g_sum[:, None]
+    tl.store(dw_ptr + offs_o[:, None] * sdo + offs_k[None, :] * sdk, dw, mask=mask)
+
+
 # --- launchers ---------------------------------------------------------------------------------------
 
 
@@ -376,7 +424,7 @@ def forward_call(input: Tensor, weight: Tensor, out: Tensor, stride, padding, di
 
     args = (
         input, weight, out,
-        n_pixels, input.shape[2], input.shape[3], ho, wo,
+        n_pixels, pixel_bucket(n_pixels), input.shape[2], input.shape[3], ho, wo,
         *input.stride(), *weight.stride(), *out.stride(),
         cg, og, *stride, *padding, *dilation,
     )  # fmt: skip
@@ -407,7 +455,7 @@ def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, str
 
     args = (
         grad, input, weight, dx,
-        n_pixels, h, w, ho, wo, class_h, class_w,
+        n_pixels, pixel_bucket(n_pixels), h, w, ho, wo, class_h, class_w,
         *grad.stride(), *input.stride(), *weight.stride(), *dx.stride(),
         cg, o // groups, *stride, *padding, *dilation,
     )  # fmt: skip
@@ -444,22 +492,41 @@ def adder2d_grad_input(
 def adder2d_grad_weight(
     grad: Tensor, input: Tensor, weight: Tensor, stride, padding, dilation, groups: int
 ) -> Tensor:
-    # sum_n G[n, o] * (X[n, k] - W[o, k]) = (G . X)[o, k] - W[o, k] * sum_n G[n, o]; the GEMM in exact
-    # float32 (cuDNN would otherwise use TF32 for float32 convolutions by default)
+    # sum_n G[n, o] * (X[n, k] - W[o, k]) = (G . X)[o, k] - W[o, k] * sum_n G[n, o]. The two terms cancel
+    # when X and W share an offset, so both are formed in the accumulation dtype (float32 for half inputs,
+    # at the cost of a float32 copy of the input and the gradient) and only the difference is rounded to the
+    # weight's dtype. The GEMM is exact float32: cuDNN would use TF32 for float32 convolutions by default;
+    # cudnn.flags sets that for this call and restores it (torch offers no per-call setting).
+    acc = _acc_dtype(input)
+    grad_acc, input_acc, weight_acc = grad.to(acc), input.to(acc), weight.to(acc)
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         gemm = torch.ops.aten.convolution_backward(
-            grad, input, weight, None, stride, padding, dilation, False, [0, 0], groups, [False, True, False]
-        )[1]
-    return gemm - weight * grad.sum((0, 2, 3), dtype=_acc_dtype(grad)).to(grad.dtype)[:, None, None, None]
+            grad_acc, input_acc, weight_acc, None, stride, padding, dilation, False, [0, 0], groups,
+            [False, True, False],
+        )[1]  # fmt: skip
+    correction = weight_acc * grad_acc.sum((0, 2, 3))[:, None, None, None]
+    return gemm.sub_(correction).to(weight.dtype)
 
 
 linear_forward, linear_grad_input = linear_as_conv(adder2d_forward, adder2d_grad_input)
 
+LINEAR_GRAD_WEIGHT_BLOCK = (32, 32, 32, 4)  # BLOCK_O, BLOCK_K, BLOCK_R (rows reduced per step), warps
+
 
 def linear_grad_weight(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        return torch.addcmul(grad.t() @ x, weight, grad.sum(0)[:, None], value=-1)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
+    """(N, O), (N, K), (O, K) -> (O, K) in one kernel (``_linear_grad_weight_kernel``): accumulated in
+    float32 (float64 for float64 inputs), never in TF32, and without touching torch's global matmul flags."""
+    n, k = x.shape
+    o = weight.shape[0]
+    dw = torch.empty((o, k), device=x.device, dtype=_acc_dtype(x))
+    block_o, block_k, block_r, warps = LINEAR_GRAD_WEIGHT_BLOCK
+    _check_index_range(grad, x, weight, dw)
+    grid = (triton.cdiv(o, block_o), triton.cdiv(k, block_k))
+    _check_grid(grid[1], "input features")
+    _linear_grad_weight_kernel[grid](
+        grad, x, weight, dw,
+        n, o, k,
+        *grad.stride(), *x.stride(), *weight.stride(), *dw.stride(),
+        ACC=_acc(x), BLOCK_O=block_o, BLOCK_K=block_k, BLOCK_R=block_r, num_warps=warps,
+    )  # fmt: skip
+    return dw.to(weight.dtype)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slac.errors import CheckpointError
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
@@ -34,10 +36,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "slac-checkpoint-1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, corrupt or not a slac checkpoint."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

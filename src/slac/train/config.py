@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from slac.errors import ConfigError
+
 __all__ = [
     "RESUME_OVERRIDABLE",
     "ConfigError",
@@ -43,10 +45,6 @@ TENSORBOARD_MODES = ("auto", "on", "off")
 RESUME_OVERRIDABLE = frozenset(
     {"device", "progress", "tensorboard", "workers", "eval_batch_size", "epochs", "compile", "data_root"}
 )
-
-
-class ConfigError(ValueError):
-    """A recipe or flag that cannot be used: unknown key, wrong type, invalid value."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from slac.errors import MissingDependencyError
+
 __all__ = ["MetricsWriter", "accuracy_counts", "write_json_atomic", "write_text_atomic"]
 
 
@@ -54,7 +56,7 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 if tensorboard == "on":
-                    raise ImportError(
+                    raise MissingDependencyError(
                         "tensorboard: on needs the tensorboard package: pip install slac[tensorboard]"
                     ) from None
                 print(

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from slac.errors import DivergenceError
 from slac.heads import head_param_groups
 from slac.models import create_model, model_cfg
 from slac.nn import scale_adder_grads
@@ -115,7 +116,9 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
             head_options=config.head_options,
             **options,
         )
-    except TypeError as error:  # an unknown keyword in head_options or model_options
+    except (TypeError, ValueError) as error:  # an unknown keyword or an invalid value in the options
+        if isinstance(error, ConfigError):
+            raise
         raise ConfigError(f"model_options/head_options: {error}") from None
 
 
@@ -495,7 +498,7 @@ class Trainer:
             where = (
                 f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
             )
-            raise FloatingPointError(
+            raise DivergenceError(
                 f"the training loss became {metrics['train_loss']} in epoch {self.epoch + 1}; {where}. "
                 "Lower lr, or check the recipe."
             )
