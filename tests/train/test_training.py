@@ -30,7 +30,7 @@ from .helpers import (
 pytestmark = pytest.mark.slow
 
 # How far above the measured rounding floor a DDP run may lie (see the DDP test): one order of magnitude
-# over the largest ratio measured (0.8), seven below the smallest fault (1e8).
+# over the largest ratio measured (0.9), seven below the smallest fault (1e8).
 DDP_NOISE_FACTOR = 10.0
 
 
@@ -150,7 +150,8 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     (DDP changes the same sums: it splits them into per-process parts). Each tensor's DDP difference must
     be within DDP_NOISE_FACTOR times that tensor's reverse-order difference. Measured on a Xeon Sapphire
     Rapids (AVX-512): the DDP difference is 0.4-0.8x the reverse-order one in all 108 tensors (at most
-    1e-8 of a tensor's scale), while real faults put every tensor 1e8-1e10x over it: the adder gradient
+    1e-8 of a tensor's scale), 0.5-0.9x with the AVX2 kernels of numba, ATen and oneDNN (Zen 1 emulated,
+    as in .ci/run's second pass), while real faults put every tensor 1e8-1e10x over it: the adder gradient
     scaling applied per process before the all-reduce, or one process's shard of the gradient left out
     (both tried once, by patching the trainer).
 
