@@ -116,15 +116,17 @@ def _eval(args: argparse.Namespace) -> int:
             ("device", args.device),
             ("data_root", args.data_root),
             ("eval_batch_size", args.batch_size),
+            ("bn_recalibration", args.bn_recalibration),
         )
         if value is not None
     }
-    result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=overrides)
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=overrides, bn=args.bn)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     line = (
-        f"{args.checkpoint} (epoch {result['epoch']}): {args.split} top-1 {result['top1']:.2f}%  "
+        f"{args.checkpoint} (epoch {result['epoch']}, {result['bn']} BN statistics): {args.split} top-1 "
+        f"{result['top1']:.2f}%  "
         f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({int(result['count'])} images)"
     )
     if "logged_test_top1" in result:
@@ -194,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data_root", "--data-root", default=None, help="where the dataset lives")
     evaluate.add_argument(
         "--batch_size", "--batch-size", type=int, default=None, help="evaluation batch size"
+    )
+    evaluate.add_argument(
+        "--bn",
+        default=None,
+        choices=("recalibrated", "running"),
+        help="BatchNorm statistics: recomputed from training batches, or the checkpoint's running ones "
+        "(default: the run's eval_bn, which its headline test accuracy used)",
+    )
+    evaluate.add_argument(
+        "--bn_recalibration",
+        "--bn-recalibration",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --bn recalibrated: recompute from N training batches (default: the run's setting)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(run=_eval)

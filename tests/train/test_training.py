@@ -60,6 +60,10 @@ def test_default_job_learns_writes_everything_and_eval_reproduces_it(tmp_path):
     evaluation = json.loads(result.stdout)
     assert evaluation["epoch"] == 20 and evaluation["count"] == 360
     assert evaluation["top1"] == pytest.approx(evaluation["logged_test_top1"], abs=1e-9)
+    assert evaluation["bn"] == "recalibrated" and evaluation["top1"] == summary["final_test_top1"]
+    result = run_slac("eval", str(run_dir), "--json", "--bn", "running")  # the figure logged beside it
+    running = json.loads(result.stdout)
+    assert running["top1"] == running["logged_test_top1"] == summary["final_test_top1_running"]
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     result = run_slac("eval", str(run_dir / "checkpoints" / "best.pt"), "--json")
     assert json.loads(result.stdout)["top1"] == pytest.approx(best["best"]["test_top1"], abs=1e-9)

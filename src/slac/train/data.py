@@ -20,7 +20,19 @@ from slac.data import STREAMING, ArrayDataset, DeviceLoader, load_dataset
 from slac.train.config import ConfigError, TrainConfig
 from slac.train.distributed import Distributed
 
-__all__ = ["DataBundle", "StreamingLoader", "build_data", "evaluation_loader", "load_split"]
+__all__ = [
+    "DataBundle",
+    "StreamingLoader",
+    "build_data",
+    "evaluation_loader",
+    "load_split",
+    "recalibration_loader",
+    "recalibration_split",
+]
+
+# The recalibration batches are drawn by a generator of their own, seeded from the run's seed with this
+# offset, so that they are the same at every evaluation and in `slac eval`, and training draws nothing less.
+RECALIBRATION_SEED_OFFSET = 7919
 
 
 @dataclass
@@ -31,10 +43,17 @@ class DataBundle:
     num_classes: int
     train_size: int  # images per epoch, all processes together
     test_size: int
+    recalibration: Any = None  # () -> a fresh loader of the BatchNorm recalibration batches, or None
 
 
-def load_split(config: TrainConfig, split: str) -> Any:
+def load_split(config: TrainConfig, split: str, augmented: bool = True) -> Any:
+    """The recipe's ``split``. ``augmented=False`` asks a streaming dataset for its training images under
+    the evaluation transform (the in-memory datasets are augmented by their loader, not here)."""
     kwargs: dict[str, Any] = {}
+    if config.dataset in STREAMING and split == "train" and not augmented:
+        from slac.data.imagenet import default_transform
+
+        kwargs["transform"] = default_transform("test")
     if config.download:
         if not config.dataset.startswith("cifar"):
             raise ConfigError(f"download: only the CIFAR datasets can be downloaded, not {config.dataset!r}")
@@ -102,7 +121,45 @@ def build_data(
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     used = len(train_loader) * config.batch_size if drop_last else len(train)
     test_size = _scored(len(test), config.test_subset)
-    return DataBundle(train_loader, test_loader, train.image_shape, train.num_classes, used, test_size)
+    recalibration = None
+    if config.bn_recalibration:
+
+        def recalibration() -> Any:
+            return recalibration_loader(config, train, device, distributed)
+
+    return DataBundle(
+        train_loader, test_loader, train.image_shape, train.num_classes, used, test_size, recalibration
+    )
+
+
+def recalibration_loader(
+    config: TrainConfig, train: Any, device: torch.device, distributed: Distributed | None = None
+) -> Any:
+    """A fresh loader of the batches that BatchNorm statistics are recomputed from: training images
+    (``train``: the run's training split, ``train_subset`` applied) without augmentation, in batches of the
+    recipe's size split over the processes as in training, in an order drawn once from the run's seed, so
+    that every call yields the same batches (iterate at most ``config.bn_recalibration`` of them)."""
+    distributed = distributed or Distributed()
+    seed = config.seed + RECALIBRATION_SEED_OFFSET
+    dtype = getattr(torch, config.dtype)
+    drop_last = len(train) >= config.batch_size  # batches of one size, unless the split is smaller
+    if config.dataset in STREAMING:
+        return StreamingLoader(
+            train, config.batch_size, True, device, seed, config.workers, distributed.rank,
+            distributed.world_size, drop_last=drop_last, dtype=dtype,
+        )  # fmt: skip
+    return DeviceLoader(
+        train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=drop_last,
+        augment=False,
+        device=device,
+        seed=seed,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+        dtype=dtype,
+    )
 
 
 def evaluation_loader(
@@ -213,8 +270,7 @@ class StreamingLoader:
 def _build_streaming(
     config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any
 ) -> DataBundle:
-    if config.train_subset is not None:
-        train = torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
+    train = _streaming_train(config, train)
     common = {
         "device": device,
         "seed": config.seed,
@@ -233,4 +289,28 @@ def _build_streaming(
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     image = test[0][0] if len(test) else torch.empty(3, 224, 224)
     test_size = _scored(len(test), config.test_subset)
-    return DataBundle(train_loader, test_loader, tuple(image.shape), len(test.classes), len(train), test_size)
+    recalibration = None
+    if config.bn_recalibration:
+        plain = _streaming_train(config, load_split(config, "train", augmented=False))
+
+        def recalibration() -> Any:
+            return recalibration_loader(config, plain, device, distributed)
+
+    return DataBundle(
+        train_loader, test_loader, tuple(image.shape), len(test.classes), len(train), test_size, recalibration
+    )
+
+
+def recalibration_split(config: TrainConfig) -> Any:
+    """The training images of a run (``train_subset`` applied) without augmentation: what
+    ``recalibration_loader`` draws from when the run's data bundle is not at hand (``slac eval``)."""
+    train = load_split(config, "train", augmented=False)
+    if config.dataset in STREAMING:
+        return _streaming_train(config, train)
+    return _subset(train, 0, config.train_subset) if config.train_subset is not None else train
+
+
+def _streaming_train(config: TrainConfig, train: Any) -> Any:
+    if config.train_subset is not None:
+        return torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
+    return train

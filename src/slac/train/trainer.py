@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from slac.errors import DivergenceError
 from slac.heads import head_param_groups
 from slac.models import create_model, model_cfg
-from slac.nn import scale_adder_grads
+from slac.nn import recalibrated_batchnorm, scale_adder_grads
 from slac.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from slac.train.config import RESUME_OVERRIDABLE, ConfigError, TrainConfig, config_from_dict, save_config
 from slac.train.data import DataBundle, build_data
@@ -72,6 +72,11 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, checkpoint: Path | None):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint: {checkpoint}")
         self.signum, self.checkpoint = signum, checkpoint
+
+
+# What a checkpoint written before BatchNorm recalibration existed meant: running statistics only. Its run
+# resumes, and is evaluated, as it was trained.
+BEFORE_RECALIBRATION = {"bn_recalibration": 0, "eval_bn": "running"}
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -284,7 +289,7 @@ class Trainer:
                 f"--resume: {', '.join(changed)} cannot change in a resumed run (it would not be the same "
                 f"run); only {', '.join(sorted(RESUME_OVERRIDABLE))} can. Start a new run with --name instead"
             )
-        return config_from_dict({**saved, **overrides}, "checkpoint config")
+        return config_from_dict({**BEFORE_RECALIBRATION, **saved, **overrides}, "checkpoint config")
 
     def _prepare_run_dir(self, resuming: bool, overwrite: bool) -> None:
         if not resuming and self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -520,10 +525,7 @@ class Trainer:
                 row.update(self._train_epoch())
                 self.epoch += 1
                 if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
-                    test = evaluate(self.module, self.data.test, self.device, config.amp, self.distributed)
-                    row.update(
-                        {"test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"]}
-                    )
+                    row.update(self._evaluate())
                 is_best = row.get("test_top1", -1.0) > self.best["test_top1"]
                 if is_best:
                     self.best = {"test_top1": row["test_top1"], "epoch": self.epoch}
@@ -541,6 +543,38 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self._finish()
+
+    def _evaluate(self) -> dict[str, float]:
+        """The test columns of an epoch: the headline (``eval_bn``) as test_top1/top5/loss and, when
+        recalibration is on, both figures as test_*_running and test_*_recalibrated, and its cost."""
+        config = self.config
+        results = {
+            "running": evaluate(self.module, self.data.test, self.device, config.amp, self.distributed)
+        }
+        row: dict[str, float] = {}
+        if self.data.recalibration is not None:
+            started = time.perf_counter()
+            with recalibrated_batchnorm(
+                self.model, self.data.recalibration(), config.bn_recalibration, self._bn_forward
+            ):
+                row["bn_recalibration_seconds"] = time.perf_counter() - started
+                results["recalibrated"] = evaluate(
+                    self.module, self.data.test, self.device, config.amp, self.distributed
+                )
+        headline = results[config.eval_bn]
+        row = {
+            "test_loss": headline["loss"],
+            "test_top1": headline["top1"],
+            "test_top5": headline["top5"],
+        } | row
+        if len(results) > 1:
+            for name, result in results.items():
+                row.update({f"test_{key}_{name}": result[key] for key in ("top1", "top5", "loss")})
+        return row
+
+    def _bn_forward(self, model: nn.Module, images: Tensor) -> Any:
+        with _autocast(self.device, self.config.amp):
+            return model(images)
 
     # ------------------------------------------------------------------------------------------ output
 
@@ -570,6 +604,9 @@ class Trainer:
         )
         if "test_top1" in row:
             line += f"  test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}%"
+            other = "running" if self.config.eval_bn == "recalibrated" else "recalibrated"
+            if f"test_top1_{other}" in row:
+                line += f" ({other} BN statistics: {row[f'test_top1_{other}']:.2f}%)"
         return line + f"  {row['train_images_per_s']:.0f} img/s  {row['epoch_seconds']:.1f} s"
 
     def _finish(self) -> dict[str, Any]:
@@ -583,6 +620,9 @@ class Trainer:
             "final_test_top1": last.get("test_top1"),
             "final_test_top5": last.get("test_top5"),
             "final_train_top1": last.get("train_top1"),
+            "eval_bn": self.config.eval_bn,  # the statistics of the headline test figures
+            "final_test_top1_running": last.get("test_top1_running", last.get("test_top1")),
+            "final_test_top1_recalibrated": last.get("test_top1_recalibrated"),
             "best_test_top1": self.best["test_top1"] if self.best["epoch"] else None,
             "best_epoch": self.best["epoch"] or None,
             "train_seconds": seconds,
@@ -600,23 +640,38 @@ class Trainer:
 
 
 def evaluate_checkpoint(
-    path: str | Path, split: str = "test", overrides: dict[str, Any] | None = None
+    path: str | Path, split: str = "test", overrides: dict[str, Any] | None = None, bn: str | None = None
 ) -> dict[str, Any]:
     """Accuracy of the weights in checkpoint ``path`` (file or run directory) on ``split``.
 
-    ``overrides`` may set device, data_root, eval_batch_size, workers. Returns top1, top5, loss, count,
-    the checkpoint's epoch and, where the run logged one for that epoch, ``logged_test_top1``.
+    ``bn``: the BatchNorm statistics to score with, ``"running"`` (the checkpoint's) or ``"recalibrated"``
+    (recomputed from the run's recalibration batches, as in training); default: the run's ``eval_bn``, so
+    that the result is the run's headline figure. ``overrides`` may set device, data_root,
+    eval_batch_size, workers, bn_recalibration. Returns top1, top5, loss, count, bn, the checkpoint's
+    epoch and, where the run logged one for that epoch and these statistics, ``logged_test_top1``.
     """
     from slac.data import STREAMING
-    from slac.train.data import evaluation_loader, load_split
+    from slac.train.config import EVAL_BN
+    from slac.train.data import evaluation_loader, load_split, recalibration_loader, recalibration_split
     from slac.train.distributed import resolve_device
 
     state = load_checkpoint(path)
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - {"device", "data_root", "eval_batch_size", "workers"})
+    unknown = sorted(
+        set(overrides) - {"device", "data_root", "eval_batch_size", "workers", "bn_recalibration"}
+    )
     if unknown:
         raise ConfigError(f"slac eval: cannot override {', '.join(unknown)}")
-    config = config_from_dict({**state["config"], **overrides}, "checkpoint config")
+    saved = {**BEFORE_RECALIBRATION, **state["config"]}
+    config = config_from_dict({**saved, **overrides}, "checkpoint config")
+    bn = config.eval_bn if bn is None else bn
+    if bn not in EVAL_BN:
+        raise ConfigError(f"bn must be one of {', '.join(EVAL_BN)}, got {bn!r}")
+    if bn == "recalibrated" and config.bn_recalibration == 0:
+        raise ConfigError(
+            f"checkpoint {path}: its run did not recalibrate BatchNorm statistics; choose how many training "
+            "batches to recompute them from (slac eval --bn_recalibration N), or score the running ones"
+        )
     device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     dataset = load_split(config, split)
@@ -633,10 +688,23 @@ def evaluate_checkpoint(
         raise ConfigError(
             f"checkpoint {path}: its weights do not fit the model of its recipe: {error}"
         ) from None
-    result: dict[str, Any] = evaluate(model, loader, device, config.amp)
+    if bn == "recalibrated":
+        batches = recalibration_loader(config, recalibration_split(config), device)
+
+        def forward(module: nn.Module, images: Tensor) -> Any:
+            with _autocast(device, config.amp):
+                return module(images)
+
+        with recalibrated_batchnorm(model, batches, config.bn_recalibration, forward):
+            result: dict[str, Any] = evaluate(model, loader, device, config.amp)
+    else:
+        result = evaluate(model, loader, device, config.amp)
     result["epoch"] = state["epoch"]
     result["split"] = split
-    logged = [row for row in state["history"] if row["epoch"] == state["epoch"] and "test_top1" in row]
-    if split == "test" and logged:
-        result["logged_test_top1"] = logged[0]["test_top1"]
+    result["bn"] = bn
+    key = "test_top1" if bn == saved["eval_bn"] else f"test_top1_{bn}"
+    same_batches = bn == "running" or config.bn_recalibration == saved["bn_recalibration"]
+    logged = [row[key] for row in state["history"] if row["epoch"] == state["epoch"] and key in row]
+    if split == "test" and logged and same_batches:
+        result["logged_test_top1"] = logged[0]
     return result
