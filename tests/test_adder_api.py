@@ -180,3 +180,34 @@ def test_empty_batch_is_like_conv2d(backend, dtype):
     assert y.shape == (2, 0, 3) and y.dtype == dtype
     (y.sum() + 1).backward()
     assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("backend", available_backends("cpu", interpreted=False))
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (4, 1), ((2, 5), (2, 1)), (1, 1)], ids=str)
+def test_padding_same_and_valid_are_those_of_conv2d(backend, kernel, dilation):
+    """padding="same" gives conv2d's output size, with conv2d's placement of the zeros (the odd one after,
+    for an even dilated extent): the same as padding the input with those zeros and padding=0."""
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    w = torch.randn(6, 4, kh, kw, dtype=torch.float64)
+    same = functional.adder2d(x, w, padding="same", dilation=dilation, backend=backend)
+    assert same.shape == torch.nn.functional.conv2d(x, w, padding="same", dilation=dilation).shape
+    th, tw = dh * (kh - 1), dw * (kw - 1)
+    padded = torch.nn.functional.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+    assert_close(same, functional.adder2d(padded, w, dilation=dilation, backend="reference"), w[0].numel())
+    valid = functional.adder2d(x, w, padding="valid", dilation=dilation, backend=backend)
+    assert_close(valid, functional.adder2d(x, w, dilation=dilation, backend="reference"), w[0].numel())
+    layer = Adder2d(4, 6, kernel, padding="same", dilation=dilation, backend=backend).double()
+    assert layer(x).shape[-2:] == x.shape[-2:] and "padding='same'" in repr(layer)
+
+
+def test_padding_modes_and_strings_other_than_zeros_same_valid_are_refused():
+    with pytest.raises(ValueError, match="pad with zeros only"):
+        Adder2d(4, 8, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="needs stride 1"):
+        Adder2d(4, 8, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="'same' or 'valid'"):
+        Adder2d(4, 8, 3, padding="full")
+    with pytest.raises(ValueError, match="needs stride 1"):
+        functional.adder2d(torch.randn(1, 4, 5, 5), torch.randn(2, 4, 3, 3), stride=2, padding="same")

@@ -2,7 +2,7 @@
 
 slac train [--config R] [--key value ...]   train (default: LeNet ANN + SLAC on the embedded digits)
 slac train --resume RUN    continue an interrupted run from its last checkpoint
-slac eval CHECKPOINT       test accuracy of a checkpoint (file or run directory)
+slac eval CHECKPOINT       test accuracy of a checkpoint (a run's, or --official: the official code's)
 slac plot features|histograms|curves RUN...   Figures 3, 1 and 4 as PNG
 slac report RUN... [--baseline B]   accuracy tables (mean, std, n, difference with 95% CI)
 slac backends              which adder backends exist and which one ``auto`` picks per device
@@ -120,6 +120,8 @@ def _eval(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if args.official:
+        return _eval_official(args)
     result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=overrides, bn=args.bn)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -132,6 +134,28 @@ def _eval(args: argparse.Namespace) -> int:
     if "logged_test_top1" in result:
         line += f"; logged during training: top-1 {result['logged_test_top1']:.2f}%"
     print(line)
+    return 0
+
+
+def _eval_official(args: argparse.Namespace) -> int:
+    import json
+
+    from slac.errors import ConfigError
+    from slac.train.trainer import evaluate_official
+
+    if args.split != "test" or args.bn not in (None, "running") or args.bn_recalibration is not None:
+        raise ConfigError("--official scores the test split on the checkpoint's running BatchNorm statistics")
+    result = evaluate_official(
+        args.checkpoint, args.model, args.data_root, args.device or "auto", args.batch_size or 1000
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{args.checkpoint} (official AdderNet {result['model']}, {result['dataset']}): test top-1 "
+        f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({int(result['count'])} images); "
+        f"published: {result['published_top1']:.1f}%"
+    )
     return 0
 
 
@@ -211,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="with --bn recalibrated: recompute from N training batches (default: the run's setting)",
+    )
+    evaluate.add_argument(
+        "--official",
+        action="store_true",
+        help="CHECKPOINT is a file of the official AdderNet code (huawei-noah/AdderNet): score it on the "
+        "dataset it was released for, normalized as the official test.py",
+    )
+    evaluate.add_argument(
+        "--model", default="resnet20", choices=("resnet20", "resnet50"), help="with --official: its network"
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(run=_eval)

@@ -19,6 +19,7 @@ cast them to float32 first). Under autocast the layer runs in float32 and return
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from slac.ops import library
@@ -41,6 +42,25 @@ def _pair(value, name: str, minimum: int) -> list[int]:
     if min(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {tuple(value)}")
     return list(value)
+
+
+def _string_padding(
+    padding: str, kernel: tuple[int, int], stride: list[int], dilation: list[int]
+) -> tuple[list[int], tuple[int, int, int, int]]:
+    """``padding="valid"`` or ``"same"`` as nn.Conv2d reads them: the symmetric padding for the kernels and
+    the extra zeros (left, right, top, bottom) to add to the input first. "same" pads d (k - 1) in all, half
+    before, the odd one after (as conv2d does for even kernels)."""
+    if padding == "valid":
+        return [0, 0], (0, 0, 0, 0)
+    if padding != "same":
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same'; got {padding!r}")
+    if stride != [1, 1]:
+        raise ValueError(f"padding='same' needs stride 1 (as in nn.Conv2d), got stride {tuple(stride)}")
+    total = [dilation[d] * (kernel[d] - 1) for d in range(2)]
+    before = [t // 2 for t in total]
+    after = [t - b for t, b in zip(total, before, strict=True)]
+    extra = (0, after[1] - before[1], 0, after[0] - before[0])  # what symmetric padding leaves out
+    return before, extra
 
 
 def _check_tensor(name: str, t, ndims: tuple[int, ...]) -> None:
@@ -85,7 +105,7 @@ def adder2d(
     weight: Tensor,
     bias: Tensor | None = None,
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, int] | str = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     backend: str = "auto",
@@ -93,19 +113,24 @@ def adder2d(
     """Adder convolution of ``input`` (B, C, H, W) or (C, H, W) with ``weight`` (O, C/groups, kh, kw).
 
     Returns (B, O, Ho, Wo) (or (O, Ho, Wo)), with Ho = (H + 2p - d (kh - 1) - 1) // s + 1 as in conv2d.
+    ``padding`` may also be ``"valid"`` (none) or ``"same"`` (stride 1; output the input's size), as in
+    conv2d; padding is always zeros, each padded position contributing -|w|.
     """
     _check_tensor("input", input, (3, 4))
     _check_tensor("weight", weight, (4,))
-    stride_, padding_, dilation_ = (
-        _pair(stride, "stride", 1),
-        _pair(padding, "padding", 0),
-        _pair(dilation, "dilation", 1),
-    )
+    stride_, dilation_ = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
+    extra = (0, 0, 0, 0)
+    if isinstance(padding, str):
+        padding_, extra = _string_padding(padding, tuple(weight.shape[-2:]), stride_, dilation_)
+    else:
+        padding_ = _pair(padding, "padding", 0)
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
+    if any(extra):  # "same" with an even dilated extent: the odd zero after, as conv2d
+        input = F.pad(input, extra)
     channels, out_channels = input.shape[1], weight.shape[0]
     if channels % groups or out_channels % groups:
         raise ValueError(

@@ -14,6 +14,7 @@ head (``slac.heads``) replaces the last layer and sees the pooled features; the 
 Models (one file per family): ``lenet`` (LeNet++, 28x28 or 8x8 grey, optional 2-D feature layer),
 ``vgg_small``, ``resnet20``, ``resnet32`` (CIFAR, 32x32), ``resnet18``, ``resnet50`` (ImageNet, 224x224;
 ``resnet50_v1`` strides in the first 1x1 convolution like He et al.'s original, the count of Table 2).
+Checkpoints of the official AdderNet code load with ``load_official_addernet`` (``slac.models.official``).
 """
 
 from slac.models import lenet, resnet_cifar, resnet_imagenet, vgg  # noqa: F401  (registration)
@@ -21,6 +22,7 @@ from slac.models._registry import ModelCfg, create_model, list_models, model_cfg
 from slac.models.base import ClassifierModel
 from slac.models.layers import FORMS, act_layer, conv_layer, linear_layer
 from slac.models.lenet import LeNetPlusPlus
+from slac.models.official import load_official_addernet, official_to_slac
 from slac.models.resnet_cifar import CifarResNet
 from slac.models.resnet_imagenet import ImageNetResNet
 from slac.models.vgg import VGGSmall
@@ -38,6 +40,8 @@ __all__ = [
     "create_model",
     "linear_layer",
     "list_models",
+    "load_official_addernet",
     "model_cfg",
+    "official_to_slac",
     "register_model",
 ]

@@ -41,7 +41,10 @@ class AdderLayer(nn.Module):
 class Adder2d(AdderLayer):
     """2-D adder convolution: ``-sum |x_patch - w|`` per output channel and position.
 
-    Arguments as ``nn.Conv2d`` (zero padding only), plus ``backend`` ('auto', 'cpu', 'reference', ...).
+    Arguments as ``nn.Conv2d``, padding an int, a pair, ``"same"`` or ``"valid"``, plus ``backend``
+    ('auto', 'cpu', 'reference', ...). Only ``padding_mode="zeros"``: in AdderNet a padded position is a
+    zero input and contributes -|w|; for another border, pad the input yourself (``F.pad(x, ..., mode=...)``)
+    and pass ``padding=0``.
     """
 
     def __init__(
@@ -50,10 +53,11 @@ class Adder2d(AdderLayer):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = False,
+        padding_mode: str = "zeros",
         backend: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -68,7 +72,21 @@ class Adder2d(AdderLayer):
             )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _pair(kernel_size)
-        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        if padding_mode != "zeros":
+            raise ValueError(
+                f"padding_mode {padding_mode!r}: adder layers pad with zeros only (a padded position "
+                "contributes -|w|); pad the input with F.pad(x, ..., mode=...) and use padding=0"
+            )
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a pair, 'same' or 'valid'; got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1 (as in nn.Conv2d), got stride {self.stride}")
+            self.padding: tuple[int, int] | str = padding
+        else:
+            self.padding = _pair(padding)
         if min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size must be positive, got {self.kernel_size}")
         self.backend = _check_backend(backend)
@@ -87,7 +105,11 @@ class Adder2d(AdderLayer):
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+            s += (
+                f", padding={self.padding!r}"
+                if isinstance(self.padding, str)
+                else f", padding={self.padding}"
+            )
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.groups != 1:

@@ -2,6 +2,8 @@
 
     from slac.train import Trainer, load_config
     summary = Trainer(load_config("configs/digits/lenet_ann_slac.yaml", ["--epochs", "5"])).fit()
+    summary = fit(my_model, (x_train, y_train), (x_test, y_test), epochs=5)   # one's own model and data
+    metrics = train_one_epoch(model, loader, optimizer, eta=0.2)              # in a loop of one's own
 
 The command line is ``slac train`` / ``slac eval`` (``slac.cli``), a thin layer over this package.
 """
@@ -24,8 +26,13 @@ from slac.train.trainer import (
     build_model,
     evaluate,
     evaluate_checkpoint,
+    evaluate_official,
+    fit,
     lr_factor,
+    train_one_epoch,
+    train_step,
 )
+from slac.train.user import UserModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -36,11 +43,14 @@ __all__ = [
     "TrainModule",
     "Trainer",
     "TrainingInterrupted",
+    "UserModel",
     "build_model",
     "config_from_dict",
     "convert_sync_batchnorm",
     "evaluate",
     "evaluate_checkpoint",
+    "evaluate_official",
+    "fit",
     "load_checkpoint",
     "load_config",
     "lr_factor",
@@ -48,4 +58,6 @@ __all__ = [
     "read_metrics",
     "save_checkpoint",
     "save_config",
+    "train_one_epoch",
+    "train_step",
 ]

@@ -175,10 +175,10 @@ def validate(config: TrainConfig) -> None:
     from slac.models.layers import FORMS
 
     choices = {
-        "model": list_models(),
+        "model": [*list_models(), "custom"],  # custom: a model passed from Python (slac.train.user)
         "form": FORMS,
         "head": list_heads(),
-        "dataset": list_datasets(),
+        "dataset": [*list_datasets(), "custom"],  # custom: data passed from Python
         "schedule": SCHEDULES,
         "amp": AMP_MODES,
         "dtype": DTYPES,

@@ -19,6 +19,7 @@ import torch
 from slac.data import STREAMING, ArrayDataset, DeviceLoader, load_dataset
 from slac.train.config import ConfigError, TrainConfig
 from slac.train.distributed import Distributed
+from slac.train.user import dataset_classes
 
 __all__ = [
     "DataBundle",
@@ -79,12 +80,18 @@ def _shard_bounds(size: int, distributed: Distributed) -> tuple[int, int]:
 
 
 def build_data(
-    config: TrainConfig, distributed: Distributed, device: torch.device, log: Any = print
+    config: TrainConfig,
+    distributed: Distributed,
+    device: torch.device,
+    log: Any = print,
+    splits: tuple[Any, Any] | None = None,
 ) -> DataBundle:
-    """Loaders of the recipe's dataset: the training split sharded per batch, the test split per process."""
-    train, test = load_split(config, "train"), load_split(config, "test")
-    if config.dataset in STREAMING:
-        return _build_streaming(config, distributed, device, train, test)
+    """Loaders of the recipe's dataset (or of ``splits``, a (train, test) pair of ``ArrayDataset``s or
+    map-style Datasets given from Python): the training split sharded per batch, the test split per process.
+    ArrayDatasets live on the device (``DeviceLoader``); other datasets stream (``StreamingLoader``)."""
+    train, test = splits if splits is not None else (load_split(config, "train"), load_split(config, "test"))
+    if _streams(config, train):
+        return _build_streaming(config, distributed, device, train, test, given=splits is not None)
     for key, split in (("train_subset", train), ("test_subset", test)):
         size = getattr(config, key)
         if size is not None and size > len(split):
@@ -128,7 +135,13 @@ def build_data(
             return recalibration_loader(config, train, device, distributed)
 
     return DataBundle(
-        train_loader, test_loader, train.image_shape, train.num_classes, used, test_size, recalibration
+        train_loader,
+        test_loader,
+        train.image_shape,
+        dataset_classes(train, test),
+        used,
+        test_size,
+        recalibration,
     )
 
 
@@ -143,7 +156,7 @@ def recalibration_loader(
     seed = config.seed + RECALIBRATION_SEED_OFFSET
     dtype = getattr(torch, config.dtype)
     drop_last = len(train) >= config.batch_size  # batches of one size, unless the split is smaller
-    if config.dataset in STREAMING:
+    if _streams(config, train):
         return StreamingLoader(
             train, config.batch_size, True, device, seed, config.workers, distributed.rank,
             distributed.world_size, drop_last=drop_last, dtype=dtype,
@@ -175,7 +188,7 @@ def evaluation_loader(
     distributed = distributed or Distributed()
     start, stop = _shard_bounds(_scored(len(dataset), limit), distributed)
     dtype = getattr(torch, config.dtype)
-    if config.dataset in STREAMING:
+    if _streams(config, dataset):
         subset = torch.utils.data.Subset(dataset, range(start, stop))
         return StreamingLoader(
             subset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
@@ -268,7 +281,7 @@ class StreamingLoader:
 
 
 def _build_streaming(
-    config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any
+    config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any, given: bool
 ) -> DataBundle:
     train = _streaming_train(config, train)
     common = {
@@ -291,13 +304,15 @@ def _build_streaming(
     test_size = _scored(len(test), config.test_subset)
     recalibration = None
     if config.bn_recalibration:
-        plain = _streaming_train(config, load_split(config, "train", augmented=False))
+        # a dataset given from Python is recalibrated on as given (its own transform)
+        plain = train if given else _streaming_train(config, load_split(config, "train", augmented=False))
 
         def recalibration() -> Any:
             return recalibration_loader(config, plain, device, distributed)
 
+    classes = len(test.classes) if hasattr(test, "classes") else dataset_classes(train, test)
     return DataBundle(
-        train_loader, test_loader, tuple(image.shape), len(test.classes), len(train), test_size, recalibration
+        train_loader, test_loader, tuple(image.shape), classes, len(train), test_size, recalibration
     )
 
 
@@ -308,6 +323,12 @@ def recalibration_split(config: TrainConfig) -> Any:
     if config.dataset in STREAMING:
         return _streaming_train(config, train)
     return _subset(train, 0, config.train_subset) if config.train_subset is not None else train
+
+
+def _streams(config: TrainConfig, dataset: Any) -> bool:
+    """Whether ``dataset`` goes through the streaming loader: a disk-backed registry dataset (ImageNet),
+    or a map-style Dataset given from Python (anything but an in-memory ArrayDataset)."""
+    return config.dataset in STREAMING or not isinstance(dataset, ArrayDataset)
 
 
 def _streaming_train(config: TrainConfig, train: Any) -> Any:

@@ -54,6 +54,7 @@ from slac.train.config import RESUME_OVERRIDABLE, ConfigError, TrainConfig, conf
 from slac.train.data import DataBundle, build_data
 from slac.train.distributed import Distributed, convert_sync_batchnorm, init_distributed
 from slac.train.records import MetricsWriter, accuracy_counts, write_json_atomic
+from slac.train.user import CUSTOM, UserModel, as_dataset
 
 __all__ = [
     "TrainModule",
@@ -62,7 +63,11 @@ __all__ = [
     "build_model",
     "evaluate",
     "evaluate_checkpoint",
+    "evaluate_official",
+    "fit",
     "lr_factor",
+    "train_one_epoch",
+    "train_step",
 ]
 
 
@@ -72,6 +77,33 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, checkpoint: Path | None):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint: {checkpoint}")
         self.signum, self.checkpoint = signum, checkpoint
+
+
+def _with_user_parts(
+    config: TrainConfig, model: Any, head: Any, train_data: Any, test_data: Any
+) -> TrainConfig:
+    """``config`` marked for a model and data passed from Python, and checked against what was passed."""
+    import dataclasses
+
+    if (train_data is None) != (test_data is None):
+        raise ConfigError("give both train_data and test_data (the test split is scored after each epoch)")
+    if head is not None and model is None:
+        raise ConfigError("head: a head of one's own goes with a model of one's own (model=...)")
+    changes = {}
+    if model is not None:
+        changes["model"] = CUSTOM
+    elif config.model == CUSTOM:
+        raise ConfigError(
+            "model: custom: this run trains a model passed from Python; pass it again (Trainer(model=...))"
+        )
+    if train_data is not None:
+        changes["dataset"] = CUSTOM
+    elif config.dataset == CUSTOM:
+        raise ConfigError(
+            "dataset: custom: this run trains on data passed from Python; pass it again "
+            "(Trainer(train_data=..., test_data=...))"
+        )
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 # What a checkpoint written before BatchNorm recalibration existed meant: running statistics only. Its run
@@ -158,7 +190,114 @@ class TrainModule(nn.Module):
 def _autocast(device: torch.device, amp: str) -> Any:
     if amp == "off":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_step(
+    module: nn.Module,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    optimizer: torch.optim.Optimizer,
+    eta: float | None = 0.2,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One training step of the paper's recipe: forward through ``module`` (a ``TrainModule``, or DDP
+    around one: (images, labels) -> logits, loss, loss parts), backward, AdderNet's adaptive gradient scaling
+    of ``model``'s adder layers (``eta``; None: off) on the synchronised gradient, the optimizer step (through
+    ``scaler`` under fp16). Returns the logits, the total loss and its parts."""
+    with _autocast(images.device, amp):
+        logits, total, parts = module(images, labels)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    if eta is not None:
+        scale_adder_grads(model, eta=eta)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return logits, total, parts
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    *,
+    eta: float | None = 0.2,
+    scheduler: Any = None,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` ((images, labels) batches on the model's device) with ``train_step``, for a
+    training loop of one's own (timm-style); ``model`` follows slac's contract (``slac.models`` or
+    ``slac.train.UserModel``). ``scheduler.step()`` runs after every step when given. Returns the mean loss
+    and its parts, top-1/top-5 (%) on the logits the loss saw, and the image count."""
+    module = TrainModule(model)
+    model.train()
+    sums: dict[str, Tensor] = {}
+
+    def add(name: str, value: Tensor) -> None:
+        value = value.detach().to(torch.float64)
+        sums[name] = sums[name] + value if name in sums else value
+
+    for images, labels in loader:
+        logits, total, parts = train_step(module, model, images, labels, optimizer, eta, amp, scaler)
+        if scheduler is not None:
+            scheduler.step()
+        count = torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device)
+        top1, top5 = accuracy_counts(logits.detach().double(), labels)
+        add("count", count)
+        add("loss", total * count)
+        for name, value in parts.items():
+            add(f"loss_{name}", value * count)
+        add("top1", top1)
+        add("top5", top5)
+    if not sums:
+        raise ValueError("train_one_epoch: the loader yielded no batches")
+    values = {name: float(value) for name, value in sums.items()}
+    count = values.pop("count")
+    result = {name: value / count for name, value in values.items() if name.startswith("loss")}
+    return result | {
+        "top1": 100 * values["top1"] / count,
+        "top5": 100 * values["top5"] / count,
+        "count": count,
+    }
+
+
+def fit(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    *,
+    head: Any = None,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
+    **recipe: Any,
+) -> dict[str, Any]:
+    """Train a model of one's own on data of one's own with the paper's recipe (``TrainConfig``'s keys as
+    keyword arguments: epochs, lr, batch_size, eta, out_dir, name, ...), with everything ``slac train`` does:
+    checkpoints, metrics.csv, summary.json, BatchNorm recalibration, exact resume (``Trainer(resume=run_dir,
+    model=..., train_data=..., test_data=...)``). ``train``/``test``: ``(images, labels)`` tensors, an
+    ``ArrayDataset`` or a map-style Dataset. Returns the summary.
+
+        model = slac.convert_to_adder(my_cnn)
+        summary = fit(model, (x_train, y_train), (x_test, y_test), epochs=5, name="mine")
+    """
+    recipe.setdefault("name", "custom")
+    config = config_from_dict(
+        {**TrainConfig().to_dict(), "model": CUSTOM, "dataset": CUSTOM, **recipe}, "fit()"
+    )
+    trainer = Trainer(
+        config, overwrite=overwrite, log=log, model=model, head=head, train_data=train, test_data=test
+    )
+    return trainer.fit()
 
 
 @torch.no_grad()
@@ -228,6 +367,12 @@ class Trainer:
 
     ``fit()`` trains to the last epoch and returns the summary (also written to summary.json).
     Raises ``TrainingInterrupted`` after writing a checkpoint when SIGTERM/SIGINT arrives.
+
+    A model and data of one's own (``slac.train.user``): ``model`` (an nn.Module, images -> logits; with
+    ``head``, a slac head, images -> the head's features) replaces the recipe's registry model, and
+    ``train_data``/``test_data`` (``(images, labels)`` tensors, an ``ArrayDataset`` or a map-style Dataset)
+    its dataset; the recipe then records ``model: custom`` / ``dataset: custom``. To resume such a run, pass
+    the same model (freshly built) and data again with ``resume``.
     """
 
     def __init__(
@@ -237,6 +382,11 @@ class Trainer:
         overrides: dict[str, Any] | None = None,
         overwrite: bool = False,
         log: Callable[[str], None] = print,
+        *,
+        model: nn.Module | None = None,
+        head: Any = None,
+        train_data: Any = None,
+        test_data: Any = None,
     ) -> None:
         self.state: dict[str, Any] | None = None
         if resume is not None:
@@ -244,6 +394,10 @@ class Trainer:
             config = self._resumed_config(self.state["config"], overrides or {}, config)
         elif config is None:
             config = TrainConfig()
+        config = _with_user_parts(config, model, head, train_data, test_data)
+        splits = None  # checked before anything is written
+        if train_data is not None:
+            splits = (as_dataset(train_data, "train_data"), as_dataset(test_data, "test_data"))
         self.config = config
         self.distributed, self.device = init_distributed(config.device)
         self.log = log if self.distributed.is_main else (lambda message: None)
@@ -251,8 +405,11 @@ class Trainer:
         if self.distributed.is_main:
             self._prepare_run_dir(resume is not None, overwrite)
         self._seed(config.seed)
-        self.data: DataBundle = build_data(config, self.distributed, self.device, self.log)
-        self.model = build_model(config, self.data.image_shape, self.data.num_classes)
+        self.data: DataBundle = build_data(config, self.distributed, self.device, self.log, splits)
+        if model is not None:
+            self.model: nn.Module = UserModel(model, head)
+        else:
+            self.model = build_model(config, self.data.image_shape, self.data.num_classes)
         self.model = self.model.to(self.device, getattr(torch, config.dtype))
         if config.sync_batchnorm and self.distributed.enabled:
             self.model = convert_sync_batchnorm(self.model, self.device)
@@ -318,10 +475,12 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         config = self.config
-        head_ids = {id(p) for p in self.model.head.parameters()}
+        head = self.model.head
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
         backbone = [p for p in self.model.parameters() if id(p) not in head_ids and p.requires_grad]
         groups = [{"name": "backbone", "params": backbone, "lr": config.lr}]
-        groups += head_param_groups(self.model.head, config.lr, config.covariance_lr_factor)
+        if head is not None:
+            groups += head_param_groups(head, config.lr, config.covariance_lr_factor)
         return torch.optim.SGD(
             groups,
             lr=config.lr,
@@ -420,21 +579,16 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- training
 
     def _train_step(self, images: Tensor, labels: Tensor) -> None:
-        with _autocast(self.device, self.config.amp):
-            logits, total, parts = self.module(images, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            total.backward()
-        if self.config.eta is not None:
-            scale_adder_grads(self.model, eta=self.config.eta)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        logits, total, parts = train_step(
+            self.module,
+            self.model,
+            images,
+            labels,
+            self.optimizer,
+            self.config.eta,
+            self.config.amp,
+            self.scaler,
+        )
         self.scheduler.step()
         self.step += 1
         count = torch.tensor(labels.numel(), dtype=torch.float64, device=self.device)
@@ -663,6 +817,12 @@ def evaluate_checkpoint(
     if unknown:
         raise ConfigError(f"slac eval: cannot override {', '.join(unknown)}")
     saved = {**BEFORE_RECALIBRATION, **state["config"]}
+    if CUSTOM in (saved.get("model"), saved.get("dataset")):
+        raise ConfigError(
+            f"checkpoint {path}: its model or data was passed from Python, which slac eval cannot rebuild; "
+            "load the weights into the model (slac.train.UserModel(module, head).load_state_dict("
+            "load_checkpoint(path)['model'])) and score it with slac.train.evaluate"
+        )
     config = config_from_dict({**saved, **overrides}, "checkpoint config")
     bn = config.eval_bn if bn is None else bn
     if bn not in EVAL_BN:
@@ -708,3 +868,45 @@ def evaluate_checkpoint(
     if split == "test" and logged and same_batches:
         result["logged_test_top1"] = logged[0]
     return result
+
+
+# The accuracies the official AdderNet README gives for its released checkpoints.
+PUBLISHED_TOP1 = {"resnet20": 91.8, "resnet50": 74.9}
+
+
+def evaluate_official(
+    path: str | Path,
+    model: str = "resnet20",
+    data_root: str | None = None,
+    device: str = "auto",
+    batch_size: int = 1000,
+    workers: int = 8,
+) -> dict[str, Any]:
+    """Test accuracy of an official AdderNet checkpoint (``slac.models.load_official_addernet``) on the
+    dataset it was released for (ResNet-20: CIFAR-10's 10,000 test images; ResNet-50: ImageNet's 50,000
+    validation images), normalized as the official test.py does, on its running BatchNorm statistics.
+    Returns top1, top5, loss, count, model, dataset and the published top-1 (``published_top1``)."""
+    import dataclasses
+
+    from slac.data import STREAMING
+    from slac.models.official import OFFICIAL_MODELS, OFFICIAL_NORMALIZATION, load_official_addernet
+    from slac.train.data import evaluation_loader, load_split
+    from slac.train.distributed import resolve_device
+
+    if model not in OFFICIAL_MODELS:
+        raise ConfigError(
+            f"--model: the official AdderNet code has {', '.join(OFFICIAL_MODELS)}, not {model!r}"
+        )
+    dataset = OFFICIAL_MODELS[model]["dataset"]
+    config = TrainConfig(
+        model=model, dataset=dataset, data_root=data_root, device=device, eval_batch_size=batch_size,
+        workers=workers, head="linear", bn_recalibration=0, eval_bn="running",
+    )  # fmt: skip
+    target = resolve_device(config.device)
+    net = load_official_addernet(path, model, map_location="cpu").to(target)
+    test = load_split(config, "test")
+    if dataset not in STREAMING:  # ImageFolder's transform already normalizes as torchvision does
+        mean, std = OFFICIAL_NORMALIZATION[dataset]
+        test = dataclasses.replace(test, mean=mean, std=std)
+    result: dict[str, Any] = evaluate(net, evaluation_loader(config, test, target), target)
+    return result | {"model": model, "dataset": dataset, "published_top1": PUBLISHED_TOP1[model]}
