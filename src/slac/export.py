@@ -1,0 +1,201 @@
+"""Deploying AdderNets: models with adder layers as standard operators (ONNX, ``torch.export``).
+
+    from slac.export import export_onnx
+    export_onnx(model, torch.randn(1, 3, 32, 32), "resnet20_ann.onnx")     # runs in onnxruntime
+
+slac's adder layers are custom operators (``torch.ops.slac.adder2d``), which no runtime knows. For export
+they are rewritten with standard operators, for inference only:
+
+    patches  P = conv2d(x, E, stride, padding, dilation, groups=C)    E: one-hot kernels, P (N, C*kh*kw, L):
+                                                                       the unfolded input, zeros where padded
+    output   Y[n, o, l] = -sum_k |P[n, k, l] - W[o, k]|               a broadcast subtraction, Abs, ReduceSum
+
+which is the official AdderNet formulation (a padded position contributes -|w|); the temporary is
+N x O x K x L elements (8 MB per image for ResNet-20's widest layer). A BatchNorm that follows an adder layer
+becomes a per-channel scale and shift (``ChannelAffine``, fold_batchnorm): an adder output cannot absorb the
+scale into its weights the way a convolution does, since |s x - s w| = s |x - w| only moves the scale.
+
+``decompose_adders(model)`` gives that copy as an ``nn.Module``; ``export_onnx`` exports it with
+``torch.onnx.export``; ``decompositions()`` is the table for ``torch.export``:
+``torch.export.export(model, args).run_decompositions(decompositions())`` leaves no slac operator.
+Needs the ``export`` extra (onnx, onnxscript; onnxruntime to run the result).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slac.errors import MissingDependencyError
+from slac.nn.adder import Adder2d, AdderLinear
+
+__all__ = [
+    "ChannelAffine",
+    "adder2d_standard",
+    "adder_linear_standard",
+    "decompose_adders",
+    "decompositions",
+    "export_onnx",
+    "fold_batchnorm",
+]
+
+
+def _patch_kernels(channels: int, kh: int, kw: int, like: Tensor) -> Tensor:
+    """(C * kh * kw, 1, kh, kw) one-hot kernels: output channel c * kh * kw + i * kw + j picks input channel
+    c at kernel offset (i, j), the order of ``weight[o].flatten()``."""
+    eye = torch.eye(kh * kw, dtype=like.dtype, device=like.device).view(kh * kw, 1, kh, kw)
+    return eye.repeat(channels, 1, 1, 1)
+
+
+def adder2d_standard(
+    input: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any, groups: int
+) -> Tensor:
+    """``slac.functional.adder2d`` with standard operators only (conv2d, sub, abs, sum): for export."""
+    batch, channels = input.shape[:2]
+    out_channels, per_group, kh, kw = weight.shape
+    patches = F.conv2d(
+        input, _patch_kernels(channels, kh, kw, input), None, stride, padding, dilation, groups=channels
+    )  # (N, C * kh * kw, Ho, Wo)
+    ho, wo = patches.shape[-2:]
+    k = per_group * kh * kw
+    patches = patches.reshape(batch, groups, 1, k, ho * wo)  # (N, G, 1, K_g, L)
+    w = weight.reshape(groups, out_channels // groups, k, 1)  # (G, O_g, K_g, 1)
+    out = -(patches - w).abs().sum(3)  # (N, G, O_g, L)
+    return out.reshape(batch, out_channels, ho, wo)
+
+
+def adder_linear_standard(input: Tensor, weight: Tensor) -> Tensor:
+    """``slac.functional.adder_linear`` with standard operators only: (*, K), (O, K) -> (*, O)."""
+    return -(input.unsqueeze(-2) - weight).abs().sum(-1)
+
+
+class _StandardAdder2d(nn.Module):
+    def __init__(self, layer: Adder2d) -> None:
+        super().__init__()
+        self.weight, self.bias = layer.weight, layer.bias
+        self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
+        self.padding = layer.padding
+
+    def forward(self, input: Tensor) -> Tensor:
+        padding = self.padding
+        if isinstance(padding, str):  # "same"/"valid" as slac.functional resolves them
+            from slac.functional import _string_padding
+
+            padding, extra = _string_padding(padding, tuple(self.weight.shape[-2:]), list(self.stride),
+                                             list(self.dilation))  # fmt: skip
+            if any(extra):
+                input = F.pad(input, extra)
+        out = adder2d_standard(input, self.weight, self.stride, padding, self.dilation, self.groups)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+class _StandardAdderLinear(nn.Module):
+    def __init__(self, layer: AdderLinear) -> None:
+        super().__init__()
+        self.weight, self.bias = layer.weight, layer.bias
+
+    def forward(self, input: Tensor) -> Tensor:
+        out = adder_linear_standard(input, self.weight)
+        return out if self.bias is None else out + self.bias
+
+
+class ChannelAffine(nn.Module):
+    """``y = scale[c] * x + shift[c]`` over the channel axis 1: an evaluation-mode BatchNorm, folded."""
+
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, input: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (input.dim() - 2)
+        return input * self.scale.view(shape) + self.shift.view(shape)
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
+        if bn.running_mean is None:
+            raise ValueError("fold_batchnorm: a BatchNorm without running statistics cannot be folded")
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0)
+        return cls(scale.detach().clone(), shift.detach().clone())
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm registered right after an adder layer (in its parent) replaced, in place, by the
+    per-channel scale and shift it computes in evaluation mode (``ChannelAffine``); returns ``model``."""
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (_, previous), (name, child) in itertools.pairwise(children):
+            if isinstance(
+                previous, (Adder2d, AdderLinear, _StandardAdder2d, _StandardAdderLinear)
+            ) and isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, name, ChannelAffine.from_batchnorm(child))
+    return model
+
+
+def decompose_adders(model: nn.Module, fold: bool = True) -> nn.Module:
+    """An evaluation-mode copy of ``model`` whose adder layers compute with standard operators (and, with
+    ``fold``, whose BatchNorms after adder layers are folded). ``model`` itself is left as it is."""
+    copied = copy.deepcopy(model).eval()
+    if fold:
+        fold_batchnorm(copied)
+
+    def replace(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, Adder2d):
+                setattr(parent, name, _StandardAdder2d(child))
+            elif isinstance(child, AdderLinear):
+                setattr(parent, name, _StandardAdderLinear(child))
+            else:
+                replace(child)
+
+    if isinstance(copied, Adder2d):
+        return _StandardAdder2d(copied)
+    if isinstance(copied, AdderLinear):
+        return _StandardAdderLinear(copied)
+    replace(copied)
+    return copied
+
+
+def decompositions() -> dict[Any, Any]:
+    """``torch.export`` decompositions of slac's operators into standard ones (for ``run_decompositions``)."""
+
+    def adder2d(input, weight, stride, padding, dilation, groups, backend):
+        return adder2d_standard(input, weight, stride, padding, dilation, groups)
+
+    def adder_linear(input, weight, backend):
+        return adder_linear_standard(input, weight)
+
+    return {torch.ops.slac.adder2d.default: adder2d, torch.ops.slac.adder_linear.default: adder_linear}
+
+
+def export_onnx(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...], path: str | Path, **kwargs: Any
+) -> Path:
+    """Write ``model`` (evaluation mode; adder layers decomposed, BatchNorms after them folded) as an ONNX
+    file with ``torch.onnx.export``; ``kwargs`` go to it (``dynamic_shapes``, ``opset_version``, ...).
+    Returns the path. The batch axis is dynamic unless ``dynamic_shapes`` says otherwise."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"ONNX export needs onnx and onnxscript: pip install slac[export] ({error})"
+        ) from None
+    path = Path(path)
+    args = example if isinstance(example, tuple) else (example,)
+    standard = decompose_adders(model)
+    if "dynamic_shapes" not in kwargs and "dynamic_axes" not in kwargs:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},) + (None,) * (len(args) - 1)
+    with torch.no_grad():
+        program = torch.onnx.export(standard, args, dynamo=True, **kwargs)
+    program.save(str(path))
+    return path
