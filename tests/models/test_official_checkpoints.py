@@ -113,3 +113,10 @@ def test_slac_eval_official_scores_the_checkpoint_on_cifar10(tmp_path):
     official = dataclasses.replace(test, std=(0.2023, 0.1994, 0.2010))
     expected = evaluate(model, DeviceLoader(official, 100, shuffle=False), torch.device("cpu"))
     assert scored["top1"] == expected["top1"] and scored["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_to_official_state_dict_is_the_inverse_of_the_loader():
+    model = _trained_like("resnet20", 10, False)
+    assert {
+        k: tuple(v.shape) for k, v in __import__("slac").models.to_official_state_dict(model).items()
+    } == {k: tuple(v.shape) for k, v in _official_layout(model).items()}

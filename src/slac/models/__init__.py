@@ -22,7 +22,7 @@ from slac.models._registry import ModelCfg, create_model, list_models, model_cfg
 from slac.models.base import ClassifierModel
 from slac.models.layers import FORMS, act_layer, conv_layer, linear_layer
 from slac.models.lenet import LeNetPlusPlus
-from slac.models.official import load_official_addernet, official_to_slac
+from slac.models.official import load_official_addernet, official_to_slac, to_official_state_dict
 from slac.models.resnet_cifar import CifarResNet
 from slac.models.resnet_imagenet import ImageNetResNet
 from slac.models.vgg import VGGSmall
@@ -44,4 +44,5 @@ __all__ = [
     "model_cfg",
     "official_to_slac",
     "register_model",
+    "to_official_state_dict",
 ]

@@ -32,7 +32,13 @@ from torch import Tensor, nn
 
 from slac.errors import CheckpointError, ConfigError
 
-__all__ = ["OFFICIAL_MODELS", "OFFICIAL_NORMALIZATION", "load_official_addernet", "official_to_slac"]
+__all__ = [
+    "OFFICIAL_MODELS",
+    "OFFICIAL_NORMALIZATION",
+    "load_official_addernet",
+    "official_to_slac",
+    "to_official_state_dict",
+]
 
 # slac model, the official classifier's bias, the dataset its released checkpoint was trained on
 OFFICIAL_MODELS: dict[str, dict[str, Any]] = {
@@ -78,6 +84,26 @@ def official_to_slac(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             name = "logit_norm" + name[len("bn2") :]
         converted[name] = value
     return converted
+
+
+def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict of a slac ANN with the official classifier (``load_official_addernet``'s model) in the
+    official layout, which the official resnet20.py/resnet50.py load: the inverse of ``official_to_slac``."""
+    from slac.nn import AdderLayer
+
+    adders = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, AdderLayer)}
+    official = {}
+    for key, value in model.state_dict().items():
+        if key in adders:
+            key = key[: -len("weight")] + "adder"
+        elif key == "head.linear.weight":
+            key, value = "fc.weight", value[:, :, None, None]
+        elif key == "head.linear.bias":
+            key = "fc.bias"
+        elif key.startswith("logit_norm."):
+            key = "bn2." + key[len("logit_norm.") :]
+        official[key] = value
+    return official
 
 
 def load_official_addernet(
