@@ -71,6 +71,13 @@ def test_bench_step_command(capsys):
     assert "| lenet | linear | 4 |" in capsys.readouterr().out
 
 
+def test_bench_infer_command(capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install slac[export])")
+    assert main(["bench", "infer", "--models", "lenet", "--batches", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| lenet | 2 |" in out and "onnxruntime" in out
+
+
 @pytest.mark.parametrize(
     "args,match",
     [(["--methods", "nonsense"], "unknown or unavailable methods"), (["--batch", "0"], "must be positive")],
