@@ -4,7 +4,8 @@
 # Installs are pinned: requirements/constraints.txt holds the exact version of every package of the dev
 # environment (torch stays the 2.13.0 CPU build), so that a new release of numba, Triton, pytest or ruff
 # cannot change CI without a commit. `make lock` re-resolves the open ranges of pyproject.toml in a fresh
-# environment and rewrites the file; `make setup CONSTRAINTS=` installs without the pins. Users of
+# environment and rewrites the file; `make setup CONSTRAINTS=` installs without the pins (a CUDA build of
+# torch on a GPU machine: `make setup TORCH_SPEC="torch==X" CONSTRAINTS=`, its Triton differs). Users of
 # `pip install slac` get the open ranges of pyproject.toml.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

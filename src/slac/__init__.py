@@ -26,11 +26,16 @@ __all__ = [
     "convert_to_adder",
     "create_head",
     "create_model",
+    "data",
     "errors",
+    "export",
     "functional",
+    "heads",
     "list_heads",
     "list_models",
+    "models",
     "nn",
+    "train",
 ]
 
 _ATTRIBUTES = {
@@ -40,7 +45,7 @@ _ATTRIBUTES = {
     "create_model": "slac.models",
     "list_models": "slac.models",
 }
-_MODULES = {"errors", "functional", "nn"}
+_MODULES = {"data", "errors", "export", "functional", "heads", "models", "nn", "train"}
 
 
 def __getattr__(name: str) -> Any:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slac.errors import MissingDependencyError
+from slac.errors import ConfigError, MissingDependencyError
 from slac.nn.adder import Adder2d, AdderLinear
 
 __all__ = [
@@ -120,7 +120,12 @@ class ChannelAffine(nn.Module):
     @classmethod
     def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
         if bn.running_mean is None:
-            raise ValueError("fold_batchnorm: a BatchNorm without running statistics cannot be folded")
+            raise ConfigError("fold_batchnorm: a BatchNorm without running statistics cannot be folded")
+        if bn.training:
+            raise ConfigError(
+                "fold_batchnorm: the BatchNorm is in training mode (it normalizes with batch statistics, "
+                "which no scale and shift reproduce); call model.eval() first"
+            )
         scale = torch.rsqrt(bn.running_var + bn.eps)
         if bn.affine:
             scale = scale * bn.weight

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from slac.data import dataset_spec, load_dataset
 from slac.train import ConfigError, TrainConfig, load_config, parse_overrides
@@ -161,3 +162,18 @@ def test_dataset_specs_match_the_loaded_data():
 def test_config_round_trips_through_its_dict():
     config = TrainConfig(epochs=3, head_options={"angle_weight": 1.0})
     assert TrainConfig(**config.to_dict()) == config
+
+
+def test_a_recipe_saved_before_recalibration_keeps_its_meaning(tmp_path):
+    """config.yaml and checkpoints written before bn_recalibration/eval_bn existed scored running statistics:
+    read back (slac report, slac plot, --resume, slac eval) they say so, not today's defaults."""
+    from slac.analysis.runs import load_run
+    from slac.train.config import saved_config
+
+    old = TrainConfig().to_dict()
+    del old["bn_recalibration"], old["eval_bn"]
+    config = saved_config(old, "old config.yaml")
+    assert (config.eval_bn, config.bn_recalibration) == ("running", 0)
+    assert (TrainConfig().eval_bn, TrainConfig().bn_recalibration) == ("recalibrated", 32)  # today's default
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_run(tmp_path).config.eval_bn == "running"

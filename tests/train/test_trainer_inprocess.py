@@ -230,8 +230,17 @@ def test_recalibration_batches_are_the_same_every_time_and_sharded_like_training
 
     first = draw()
     assert first == draw() and all(len(batch) == 4 for batch in first)  # the same, full batches
+    from slac.train.data import _rewinding
+
+    rewound = _rewinding(recalibration_loader(config, train, device))  # built once, as in training
+    partial = next(iter(rewound()))  # an evaluation that used only the first batch
+    again = [labels.tolist() if dataset == "imagenet" else images.sum((1, 2, 3)).tolist()
+             for images, labels in rewound()]  # fmt: skip
+    assert again == first and len(partial[1]) == 4
     shards = [draw(rank, 2) for rank in (0, 1)]
     assert all(len(batch) == 2 for shard in shards for batch in shard)
-    if dataset == "imagenet":  # 5 full batches of 23 images, each image at most once, shuffled
+    for whole, part0, part1 in zip(first, *shards, strict=True):  # the two shards make up each batch
+        assert sorted(part0 + part1) == sorted(whole)
+    if dataset == "imagenet":  # 5 full batches of 4 of the 23 images, each image at most once, shuffled
         flat = [i for batch in first for i in batch]
         assert len(flat) == len(set(flat)) == 20 and flat != sorted(flat)

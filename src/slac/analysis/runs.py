@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from slac.train.checkpoint import load_checkpoint
-from slac.train.config import TrainConfig, config_from_dict
+from slac.train.config import TrainConfig, saved_config
 from slac.train.records import read_metrics
 
 __all__ = ["Run", "collect_features", "load_model", "load_run"]
@@ -66,7 +66,7 @@ def load_run(path: str | Path) -> Run:
         raise FileNotFoundError(
             f"{path} is not a slac run directory (no config.yaml); `slac train` writes one"
         )
-    config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
+    config = saved_config(yaml.safe_load(config_file.read_text()), str(config_file))
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     metrics = read_metrics(path) if (path / "metrics.csv").is_file() else []
@@ -81,7 +81,7 @@ def load_model(
     from slac.train.trainer import build_model
 
     state = load_checkpoint(Path(path) / "checkpoints" / f"{checkpoint}.pt")
-    config = config_from_dict(state["config"], "checkpoint config")
+    config = saved_config(state["config"], "checkpoint config")
     image_shape, num_classes = dataset_spec(config.dataset)
     model = build_model(config, image_shape, num_classes)
     model.load_state_dict(state["model"])

@@ -115,7 +115,11 @@ class Head(nn.Module):
                 raise ValueError(
                     f"targets must lie in [0, num_classes={self.num_classes}), got values in [{low}, {high}]"
                 )
-        else:  # checked on the device, without a host synchronisation in the training step
+        else:
+            # checked on the device, without a host synchronisation in the training step; a bad target
+            # raises a device-side assertion at the next synchronisation (with the message in the device's
+            # output), which, as cross_entropy's own, leaves the CUDA context unusable. The datasets check
+            # their labels once when they load (slac.data.check_labels), where the message is clear.
             low, high = torch.aminmax(targets)
             torch._assert_async(
                 (low >= 0) & (high < self.num_classes),

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slac.errors import ConfigError, DataError
+
 __all__ = ["batchnorm_layers", "recalibrate_batchnorm", "recalibrated_batchnorm"]
 
 
@@ -79,12 +81,12 @@ def recalibrate_batchnorm(
     variance as BatchNorm computes them; the batches should be training images without augmentation.
     Under torch.distributed, each process averages over its own batches and then the processes' statistics
     are averaged (``average_over_processes``; every process must call this, with the same number of
-    batches). Raises ValueError when ``batches`` yields nothing, leaving the old statistics in place.
+    batches). Raises DataError (a ValueError) when ``batches`` yields nothing, leaving the old statistics.
     """
     if num_batches is not None and (
         isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1
     ):
-        raise ValueError(f"num_batches must be a positive integer or None, got {num_batches!r}")
+        raise ConfigError(f"num_batches must be a positive integer or None, got {num_batches!r}")
     layers = batchnorm_layers(model)
     if not layers:
         return 0
@@ -104,7 +106,7 @@ def recalibrate_batchnorm(
                 forward(model, _images(batch))
                 used += 1
         if used == 0:
-            raise ValueError(
+            raise DataError(
                 "recalibrate_batchnorm: the batches yielded nothing; the statistics are unchanged"
             )
     except BaseException:

@@ -34,6 +34,7 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "save_config",
+    "saved_config",
 ]
 
 SCHEDULES = ("cosine", "constant", "step")
@@ -226,6 +227,19 @@ def validate(config: TrainConfig) -> None:
             _fail("model_options", f"{key!r} is set by the recipe's own key, not by model_options")
     if config.name is not None and (not config.name or "/" in config.name or config.name in (".", "..")):
         _fail("name", f"must be a plain directory name, got {config.name!r}")
+
+
+# What a recipe saved before BatchNorm recalibration existed meant: running statistics only. A run
+# directory or checkpoint of that time is read, resumed and evaluated as it was trained.
+BEFORE_RECALIBRATION = {"bn_recalibration": 0, "eval_bn": "running"}
+
+
+def saved_config(data: dict[str, Any], where: str) -> TrainConfig:
+    """The recipe a run saved (its config.yaml, or a checkpoint's ``config``), with the meaning of the keys
+    it predates (``BEFORE_RECALIBRATION``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of recipe keys, got {type(data).__name__}")
+    return config_from_dict({**BEFORE_RECALIBRATION, **data}, where)
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:

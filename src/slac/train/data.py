@@ -128,12 +128,11 @@ def build_data(
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     used = len(train_loader) * config.batch_size if drop_last else len(train)
     test_size = _scored(len(test), config.test_subset)
-    recalibration = None
-    if config.bn_recalibration:
-
-        def recalibration() -> Any:
-            return recalibration_loader(config, train, device, distributed)
-
+    recalibration = (
+        _rewinding(recalibration_loader(config, train, device, distributed))
+        if config.bn_recalibration
+        else None
+    )
     return DataBundle(
         train_loader,
         test_loader,
@@ -306,14 +305,25 @@ def _build_streaming(
     if config.bn_recalibration:
         # a dataset given from Python is recalibrated on as given (its own transform)
         plain = train if given else _streaming_train(config, load_split(config, "train", augmented=False))
-
-        def recalibration() -> Any:
-            return recalibration_loader(config, plain, device, distributed)
+        recalibration = _rewinding(recalibration_loader(config, plain, device, distributed))
 
     classes = len(test.classes) if hasattr(test, "classes") else dataset_classes(train, test)
     return DataBundle(
         train_loader, test_loader, tuple(image.shape), classes, len(train), test_size, recalibration
     )
+
+
+def _rewinding(loader: Any) -> Any:
+    """``() -> loader`` rewound to where it started, so that every call yields the same batches without
+    building the loader (and its copy of the split on the device) again."""
+    start = loader.state_dict()
+    start = {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in start.items()}
+
+    def rewound() -> Any:
+        loader.load_state_dict({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in start.items()})
+        return loader
+
+    return rewound
 
 
 def recalibration_split(config: TrainConfig) -> Any:

@@ -50,7 +50,15 @@ from slac.heads import head_param_groups
 from slac.models import create_model, model_cfg
 from slac.nn import recalibrated_batchnorm, scale_adder_grads
 from slac.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from slac.train.config import RESUME_OVERRIDABLE, ConfigError, TrainConfig, config_from_dict, save_config
+from slac.train.config import (
+    BEFORE_RECALIBRATION,
+    RESUME_OVERRIDABLE,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    save_config,
+    saved_config,
+)
 from slac.train.data import DataBundle, build_data
 from slac.train.distributed import Distributed, convert_sync_batchnorm, init_distributed
 from slac.train.records import MetricsWriter, accuracy_counts, write_json_atomic
@@ -104,11 +112,6 @@ def _with_user_parts(
             "(Trainer(train_data=..., test_data=...))"
         )
     return dataclasses.replace(config, **changes) if changes else config
-
-
-# What a checkpoint written before BatchNorm recalibration existed meant: running statistics only. Its run
-# resumes, and is evaluated, as it was trained.
-BEFORE_RECALIBRATION = {"bn_recalibration": 0, "eval_bn": "running"}
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -446,7 +449,7 @@ class Trainer:
                 f"--resume: {', '.join(changed)} cannot change in a resumed run (it would not be the same "
                 f"run); only {', '.join(sorted(RESUME_OVERRIDABLE))} can. Start a new run with --name instead"
             )
-        return config_from_dict({**BEFORE_RECALIBRATION, **saved, **overrides}, "checkpoint config")
+        return saved_config({**saved, **overrides}, "checkpoint config")
 
     def _prepare_run_dir(self, resuming: bool, overwrite: bool) -> None:
         if not resuming and self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -511,6 +514,7 @@ class Trainer:
             "history": self.history,
             "best": dict(self.best),
             "complete": self.epoch >= self.config.epochs,
+            "world_size": self.distributed.world_size,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -700,7 +704,14 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         """The test columns of an epoch: the headline (``eval_bn``) as test_top1/top5/loss and, when
-        recalibration is on, both figures as test_*_running and test_*_recalibrated, and its cost."""
+        recalibration is on, both figures as test_*_running and test_*_recalibrated, and its cost. Nothing
+        is drawn from the global random generators (a streaming loader draws its workers' base seed), so
+        that training goes on the same with recalibration on or off."""
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self._evaluate_both()
+
+    def _evaluate_both(self) -> dict[str, float]:
         config = self.config
         results = {
             "running": evaluate(self.module, self.data.test, self.device, config.amp, self.distributed)
@@ -816,6 +827,9 @@ def evaluate_checkpoint(
     )
     if unknown:
         raise ConfigError(f"slac eval: cannot override {', '.join(unknown)}")
+    batches = overrides.get("bn_recalibration")
+    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 1):
+        raise ConfigError(f"--bn_recalibration must be >= 1 training batches, got {batches!r}")
     saved = {**BEFORE_RECALIBRATION, **state["config"]}
     if CUSTOM in (saved.get("model"), saved.get("dataset")):
         raise ConfigError(
@@ -827,6 +841,10 @@ def evaluate_checkpoint(
     bn = config.eval_bn if bn is None else bn
     if bn not in EVAL_BN:
         raise ConfigError(f"bn must be one of {', '.join(EVAL_BN)}, got {bn!r}")
+    if batches is not None and bn == "running":
+        raise ConfigError(
+            "--bn_recalibration sets the batches of --bn recalibrated; it means nothing for running"
+        )
     if bn == "recalibrated" and config.bn_recalibration == 0:
         raise ConfigError(
             f"checkpoint {path}: its run did not recalibrate BatchNorm statistics; choose how many training "
@@ -863,7 +881,10 @@ def evaluate_checkpoint(
     result["split"] = split
     result["bn"] = bn
     key = "test_top1" if bn == saved["eval_bn"] else f"test_top1_{bn}"
-    same_batches = bn == "running" or config.bn_recalibration == saved["bn_recalibration"]
+    # recalibrated in one process on whole batches: the training-time figure of a run over several
+    # processes without synchronised BatchNorm averaged per-process statistics instead
+    sharded = state.get("world_size", 1) > 1 and not config.sync_batchnorm
+    same_batches = bn == "running" or (config.bn_recalibration == saved["bn_recalibration"] and not sharded)
     logged = [row[key] for row in state["history"] if row["epoch"] == state["epoch"] and key in row]
     if split == "test" and logged and same_batches:
         result["logged_test_top1"] = logged[0]

@@ -105,7 +105,9 @@ def dataset_classes(*datasets: Any) -> int:
             counts.append(dataset.num_classes)
         elif hasattr(dataset, "classes"):
             counts.append(len(dataset.classes))
-        else:
+        elif isinstance(getattr(dataset, "targets", None), (list, Tensor)):  # torchvision's datasets
+            counts.append(int(torch.as_tensor(dataset.targets).max()) + 1)
+        else:  # reads every item once (transforms included): give the dataset a `classes` to avoid it
             counts.append(max(int(dataset[i][1]) for i in range(len(dataset))) + 1)
     return max(counts)
 
