@@ -252,6 +252,7 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
     figure, (train_axes, test_axes) = plt.subplots(
         1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
     )
+    headlines, dashed = set(), set()
     for path in runs:
         run = load_run(path)
         if not run.metrics:
@@ -262,8 +263,21 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
         tested = [(row["epoch"], row["test_top1"]) for row in run.metrics if row.get("test_top1") is not None]
         if tested:
             test_axes.plot(*zip(*tested, strict=True), label=label, color=line.get_color())
-    for axes, split in ((train_axes, "train"), (test_axes, "test")):
-        axes.set_title(f"{split} accuracy")
+            headlines.add(run.config.eval_bn)
+        # the test accuracy on the other BatchNorm statistics, when the run logged it: dashed
+        other = "running" if run.config.eval_bn == "recalibrated" else "recalibrated"
+        beside = [(row["epoch"], row[f"test_top1_{other}"]) for row in run.metrics
+                  if row.get(f"test_top1_{other}") not in (None, "")]  # fmt: skip
+        if beside:
+            test_axes.plot(*zip(*beside, strict=True), color=line.get_color(), linestyle="--", linewidth=1)
+            dashed.add(other)
+    test_title = "test accuracy"
+    if len(headlines) == 1:
+        test_title += f", {headlines.pop()} BN statistics"
+        if len(dashed) == 1:
+            test_title += f" (dashed: {dashed.pop()})"
+    for axes, split in ((train_axes, "train accuracy"), (test_axes, test_title)):
+        axes.set_title(split, fontsize=10)
         axes.set_xlabel("epoch")
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(alpha=0.3)
