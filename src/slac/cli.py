@@ -86,8 +86,11 @@ def _train(args: argparse.Namespace) -> int:
     if trainer.distributed.is_main:
         run_dir = Path(summary["run_dir"])
         best, final = summary["best_test_top1"], summary["final_test_top1"]
+        other = "running" if summary.get("eval_bn") == "recalibrated" else "recalibrated"
+        beside = summary.get(f"final_test_top1_{other}")
         print(
             (f"done: test top-1 {final:.2f}%" if final is not None else "done: not evaluated")
+            + (f" ({summary['eval_bn']} BN statistics; {other}: {beside:.2f}%)" if beside is not None else "")
             + f" after {summary['epochs']} epochs"
             + (f" (best {best:.2f}% at epoch {summary['best_epoch']})" if best is not None else "")
             + f", {summary['train_images_per_s']:.0f} train images/s on {summary['device']}"
