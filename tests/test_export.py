@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from slac.export import ChannelAffine, decompose_adders, decompositions, export_onnx, fold_batchnorm
+from slac.export import ChannelAffine, decompositions, export_onnx, export_program, fold_batchnorm
+from slac.errors import ConfigError
 from slac.models import create_model
 from slac.nn import Adder2d, recalibrate_batchnorm
 
@@ -68,10 +69,14 @@ def test_batchnorm_after_an_adder_layer_folds_into_a_scale_and_shift():
     model = _realistic(model, (3, 6, 6))
     x = torch.randn(2, 3, 6, 6)
     expected = model(x)
-    folded = fold_batchnorm(decompose_adders(model, fold=False))
+    folded = fold_batchnorm(copy.deepcopy(model))
     assert isinstance(folded[1], ChannelAffine) and isinstance(folded[4], nn.BatchNorm2d)  # only after adders
     torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+    exported = export_program(model, x).module()  # folded and decomposed, on a copy
+    torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)
     assert isinstance(model[1], nn.BatchNorm2d)  # the model itself is left alone
+    with pytest.raises(ConfigError, match="training mode"):
+        fold_batchnorm(copy.deepcopy(model).train())
 
 
 def test_torch_export_decomposes_to_standard_operators():

@@ -15,9 +15,10 @@ N x O x K x L elements (8 MB per image for ResNet-20's widest layer). A BatchNor
 becomes a per-channel scale and shift (``ChannelAffine``, fold_batchnorm): an adder output cannot absorb the
 scale into its weights the way a convolution does, since |s x - s w| = s |x - w| only moves the scale.
 
-``decompose_adders(model)`` gives that copy as an ``nn.Module``; ``export_onnx`` exports it with
-``torch.onnx.export``; ``decompositions()`` is the table for ``torch.export``:
-``torch.export.export(model, args).run_decompositions(decompositions())`` leaves no slac operator.
+The rewrite is done on the operators, not on the modules: ``decompositions()`` is a ``torch.export`` table
+(``torch.export.export(model, args).run_decompositions(decompositions())`` leaves no slac operator), so
+every way of calling the layers (padding "same", groups, bias, the functional form) exports as it runs.
+``export_program`` folds and decomposes; ``export_onnx`` writes its program with ``torch.onnx.export``.
 Needs the ``export`` extra (onnx, onnxscript; onnxruntime to run the result).
 """
 
@@ -39,9 +40,9 @@ __all__ = [
     "ChannelAffine",
     "adder2d_standard",
     "adder_linear_standard",
-    "decompose_adders",
     "decompositions",
     "export_onnx",
+    "export_program",
     "fold_batchnorm",
 ]
 
@@ -73,36 +74,6 @@ def adder2d_standard(
 def adder_linear_standard(input: Tensor, weight: Tensor) -> Tensor:
     """``slac.functional.adder_linear`` with standard operators only: (*, K), (O, K) -> (*, O)."""
     return -(input.unsqueeze(-2) - weight).abs().sum(-1)
-
-
-class _StandardAdder2d(nn.Module):
-    def __init__(self, layer: Adder2d) -> None:
-        super().__init__()
-        self.weight, self.bias = layer.weight, layer.bias
-        self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
-        self.padding = layer.padding
-
-    def forward(self, input: Tensor) -> Tensor:
-        padding = self.padding
-        if isinstance(padding, str):  # "same"/"valid" as slac.functional resolves them
-            from slac.functional import _string_padding
-
-            padding, extra = _string_padding(padding, tuple(self.weight.shape[-2:]), list(self.stride),
-                                             list(self.dilation))  # fmt: skip
-            if any(extra):
-                input = F.pad(input, extra)
-        out = adder2d_standard(input, self.weight, self.stride, padding, self.dilation, self.groups)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
-
-
-class _StandardAdderLinear(nn.Module):
-    def __init__(self, layer: AdderLinear) -> None:
-        super().__init__()
-        self.weight, self.bias = layer.weight, layer.bias
-
-    def forward(self, input: Tensor) -> Tensor:
-        out = adder_linear_standard(input, self.weight)
-        return out if self.bias is None else out + self.bias
 
 
 class ChannelAffine(nn.Module):
@@ -139,35 +110,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     for parent in model.modules():
         children = list(parent.named_children())
         for (_, previous), (name, child) in itertools.pairwise(children):
-            if isinstance(
-                previous, (Adder2d, AdderLinear, _StandardAdder2d, _StandardAdderLinear)
-            ) and isinstance(child, nn.modules.batchnorm._BatchNorm):
+            if isinstance(previous, (Adder2d, AdderLinear)) and isinstance(
+                child, nn.modules.batchnorm._BatchNorm
+            ):
                 setattr(parent, name, ChannelAffine.from_batchnorm(child))
     return model
-
-
-def decompose_adders(model: nn.Module, fold: bool = True) -> nn.Module:
-    """An evaluation-mode copy of ``model`` whose adder layers compute with standard operators (and, with
-    ``fold``, whose BatchNorms after adder layers are folded). ``model`` itself is left as it is."""
-    copied = copy.deepcopy(model).eval()
-    if fold:
-        fold_batchnorm(copied)
-
-    def replace(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            if isinstance(child, Adder2d):
-                setattr(parent, name, _StandardAdder2d(child))
-            elif isinstance(child, AdderLinear):
-                setattr(parent, name, _StandardAdderLinear(child))
-            else:
-                replace(child)
-
-    if isinstance(copied, Adder2d):
-        return _StandardAdder2d(copied)
-    if isinstance(copied, AdderLinear):
-        return _StandardAdderLinear(copied)
-    replace(copied)
-    return copied
 
 
 def decompositions() -> dict[Any, Any]:
@@ -182,12 +129,24 @@ def decompositions() -> dict[Any, Any]:
     return {torch.ops.slac.adder2d.default: adder2d, torch.ops.slac.adder_linear.default: adder_linear}
 
 
+def export_program(model: nn.Module, example: Tensor | tuple[Tensor, ...], **kwargs: Any) -> Any:
+    """``model`` in evaluation mode, BatchNorms after adder layers folded, as a ``torch.export`` program
+    in which the adder operators are decomposed into standard ones (``decompositions()``); ``model``
+    itself is left as it is. The batch axis is dynamic unless ``dynamic_shapes`` says otherwise;
+    ``kwargs`` go to ``torch.export.export``. ``.module()`` of the result runs it in PyTorch."""
+    args = example if isinstance(example, tuple) else (example,)
+    kwargs.setdefault("dynamic_shapes", ({0: torch.export.Dim("batch")},) + (None,) * (len(args) - 1))
+    folded = fold_batchnorm(copy.deepcopy(model).eval())
+    with torch.no_grad():
+        return torch.export.export(folded, args, **kwargs).run_decompositions(decompositions())
+
+
 def export_onnx(
     model: nn.Module, example: Tensor | tuple[Tensor, ...], path: str | Path, **kwargs: Any
 ) -> Path:
-    """Write ``model`` (evaluation mode; adder layers decomposed, BatchNorms after them folded) as an ONNX
-    file with ``torch.onnx.export``; ``kwargs`` go to it (``dynamic_shapes``, ``opset_version``, ...).
-    Returns the path. The batch axis is dynamic unless ``dynamic_shapes`` says otherwise."""
+    """Write ``model`` as an ONNX file of standard operators (``export_program``, then
+    ``torch.onnx.export``); ``kwargs`` go to ``torch.export.export`` (``dynamic_shapes``, ...).
+    Returns the path."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -196,11 +155,5 @@ def export_onnx(
             f"ONNX export needs onnx and onnxscript: pip install slac[export] ({error})"
         ) from None
     path = Path(path)
-    args = example if isinstance(example, tuple) else (example,)
-    standard = decompose_adders(model)
-    if "dynamic_shapes" not in kwargs and "dynamic_axes" not in kwargs:
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},) + (None,) * (len(args) - 1)
-    with torch.no_grad():
-        program = torch.onnx.export(standard, args, dynamo=True, **kwargs)
-    program.save(str(path))
+    torch.onnx.export(export_program(model, example, **kwargs), dynamo=True).save(str(path))
     return path
