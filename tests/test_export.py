@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from slac.export import ChannelAffine, decompositions, export_onnx, export_program, fold_batchnorm
 from slac.errors import ConfigError
+from slac.export import ChannelAffine, decompositions, export_onnx, export_program, fold_batchnorm
 from slac.models import create_model
 from slac.nn import Adder2d, recalibrate_batchnorm
 

@@ -59,6 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _train(args: argparse.Namespace) -> int:
     from slac.errors import ConfigError
     from slac.train import Trainer, TrainingInterrupted, load_config, parse_overrides
+    from slac.train.config import other_bn
     from slac.train.distributed import shutdown_distributed
 
     clean = False
@@ -86,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
     if trainer.distributed.is_main:
         run_dir = Path(summary["run_dir"])
         best, final = summary["best_test_top1"], summary["final_test_top1"]
-        other = "running" if summary.get("eval_bn") == "recalibrated" else "recalibrated"
+        other = other_bn(summary["eval_bn"])
         beside = summary.get(f"final_test_top1_{other}")
         print(
             (f"done: test top-1 {final:.2f}%" if final is not None else "done: not evaluated")
@@ -201,6 +202,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slac.models.official import OFFICIAL_MODELS
+    from slac.train.config import EVAL_BN
+
     parser = argparse.ArgumentParser(prog="slac", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backends", help="list the adder backends").set_defaults(run=_backends)
@@ -228,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--bn",
         default=None,
-        choices=("recalibrated", "running"),
+        choices=EVAL_BN,
         help="BatchNorm statistics: recomputed from training batches, or the checkpoint's running ones "
         "(default: the run's eval_bn, which its headline test accuracy used)",
     )
@@ -247,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset it was released for, normalized as the official test.py",
     )
     evaluate.add_argument(
-        "--model", default="resnet20", choices=("resnet20", "resnet50"), help="with --official: its network"
+        "--model", default="resnet20", choices=tuple(OFFICIAL_MODELS), help="with --official: its network"
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(run=_eval)

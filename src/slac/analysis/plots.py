@@ -22,6 +22,7 @@ import torch
 
 from slac.analysis.runs import collect_features, load_model, load_run
 from slac.errors import ConfigError, MissingDependencyError, RunError
+from slac.train.config import other_bn
 
 __all__ = ["FIGURE_HEIGHT", "FIGURE_WIDTH", "plot_curves", "plot_features", "plot_histograms"]
 
@@ -265,7 +266,7 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
             test_axes.plot(*zip(*tested, strict=True), label=label, color=line.get_color())
             headlines.add(run.config.eval_bn)
         # the test accuracy on the other BatchNorm statistics, when the run logged it: dashed
-        other = "running" if run.config.eval_bn == "recalibrated" else "recalibrated"
+        other = other_bn(run.config.eval_bn)
         beside = [(row["epoch"], row[f"test_top1_{other}"]) for row in run.metrics
                   if row.get(f"test_top1_{other}") not in (None, "")]  # fmt: skip
         if beside:

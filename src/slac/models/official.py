@@ -40,10 +40,11 @@ __all__ = [
     "to_official_state_dict",
 ]
 
-# slac model, the official classifier's bias, the dataset its released checkpoint was trained on
+# slac model: the official classifier's bias, the dataset its released checkpoint was trained on, and the
+# top-1 the official README gives for that checkpoint
 OFFICIAL_MODELS: dict[str, dict[str, Any]] = {
-    "resnet20": {"head_bias": False, "dataset": "cifar10"},
-    "resnet50": {"head_bias": True, "dataset": "imagenet"},
+    "resnet20": {"head_bias": False, "dataset": "cifar10", "published_top1": 91.8},
+    "resnet50": {"head_bias": True, "dataset": "imagenet", "published_top1": 74.9},
 }
 OFFICIAL_NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),

@@ -55,13 +55,6 @@ def _images(batch: Any) -> Tensor:
     )
 
 
-@contextlib.contextmanager
-def _preserved_random_state(devices: Iterable[torch.device]) -> Iterator[None]:
-    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda, enabled=True):
-        yield
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(
     model: nn.Module,
@@ -94,14 +87,15 @@ def recalibrate_batchnorm(
     saved = [_statistics(layer) for layer in layers]
     momenta = [layer.momentum for layer in layers]
     modes = {module: module.training for module in model.modules()}
-    devices = {p.device for p in itertools.chain(model.parameters(), model.buffers())}
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
     used = 0
     try:
         for layer in layers:
             layer.reset_running_stats()
             layer.momentum = None  # cumulative average: batch k enters with weight 1/k
         model.train()
-        with _preserved_random_state(devices):
+        with torch.random.fork_rng(devices=cuda):  # dropout in train mode draws from a copy
             for batch in itertools.islice(batches, num_batches):
                 forward(model, _images(batch))
                 used += 1

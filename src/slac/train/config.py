@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "load_config",
+    "other_bn",
     "parse_overrides",
     "save_config",
     "saved_config",
@@ -42,6 +43,13 @@ AMP_MODES = ("off", "bf16", "fp16")
 DTYPES = ("float32", "float64")
 TENSORBOARD_MODES = ("auto", "on", "off")
 EVAL_BN = ("recalibrated", "running")
+
+
+def other_bn(eval_bn: str) -> str:
+    """The BatchNorm statistics logged beside the headline ``eval_bn``."""
+    return "running" if eval_bn == "recalibrated" else "recalibrated"
+
+
 # Keys a resumed run may change: they alter how the run executes, not what it computes
 # (``epochs`` extends or shortens the schedule, as in Figure 4c's 400/800/1200-epoch runs).
 RESUME_OVERRIDABLE = frozenset(

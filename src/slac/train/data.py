@@ -9,6 +9,7 @@ the device, ``len()`` is batches per epoch, ``state_dict``/``load_state_dict`` r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class DataBundle:
     num_classes: int
     train_size: int  # images per epoch, all processes together
     test_size: int
-    recalibration: Any = None  # () -> a fresh loader of the BatchNorm recalibration batches, or None
+    recalibration: Any = None  # () -> the loader of the BatchNorm recalibration batches, rewound; or None
 
 
 def load_split(config: TrainConfig, split: str, augmented: bool = True) -> Any:
@@ -90,7 +91,7 @@ def build_data(
     map-style Datasets given from Python): the training split sharded per batch, the test split per process.
     ArrayDatasets live on the device (``DeviceLoader``); other datasets stream (``StreamingLoader``)."""
     train, test = splits if splits is not None else (load_split(config, "train"), load_split(config, "test"))
-    if _streams(config, train):
+    if _streams(train):
         return _build_streaming(config, distributed, device, train, test, given=splits is not None)
     for key, split in (("train_subset", train), ("test_subset", test)):
         size = getattr(config, key)
@@ -98,8 +99,7 @@ def build_data(
             raise ConfigError(
                 f"{key}: {size} is more than the {len(split)} images of the {split.split} split"
             )
-    if config.train_subset is not None:
-        train = _subset(train, 0, config.train_subset)
+    train = _train_subset(config, train)
     drop_last = config.drop_last
     remainder = len(train) % config.batch_size
     if distributed.enabled and 0 < remainder < distributed.world_size and not drop_last:
@@ -155,7 +155,7 @@ def recalibration_loader(
     seed = config.seed + RECALIBRATION_SEED_OFFSET
     dtype = getattr(torch, config.dtype)
     drop_last = len(train) >= config.batch_size  # batches of one size, unless the split is smaller
-    if _streams(config, train):
+    if _streams(train):
         return StreamingLoader(
             train, config.batch_size, True, device, seed, config.workers, distributed.rank,
             distributed.world_size, drop_last=drop_last, dtype=dtype,
@@ -187,7 +187,7 @@ def evaluation_loader(
     distributed = distributed or Distributed()
     start, stop = _shard_bounds(_scored(len(dataset), limit), distributed)
     dtype = getattr(torch, config.dtype)
-    if _streams(config, dataset):
+    if _streams(dataset):
         subset = torch.utils.data.Subset(dataset, range(start, stop))
         return StreamingLoader(
             subset, config.eval_batch_size, False, device, config.seed, config.workers, dtype=dtype
@@ -282,7 +282,7 @@ class StreamingLoader:
 def _build_streaming(
     config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any, given: bool
 ) -> DataBundle:
-    train = _streaming_train(config, train)
+    train = _train_subset(config, train)
     common = {
         "device": device,
         "seed": config.seed,
@@ -304,7 +304,7 @@ def _build_streaming(
     recalibration = None
     if config.bn_recalibration:
         # a dataset given from Python is recalibrated on as given (its own transform)
-        plain = train if given else _streaming_train(config, load_split(config, "train", augmented=False))
+        plain = train if given else recalibration_split(config)
         recalibration = _rewinding(recalibration_loader(config, plain, device, distributed))
 
     classes = len(test.classes) if hasattr(test, "classes") else dataset_classes(train, test)
@@ -316,11 +316,10 @@ def _build_streaming(
 def _rewinding(loader: Any) -> Any:
     """``() -> loader`` rewound to where it started, so that every call yields the same batches without
     building the loader (and its copy of the split on the device) again."""
-    start = loader.state_dict()
-    start = {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in start.items()}
+    start = copy.deepcopy(loader.state_dict())
 
     def rewound() -> Any:
-        loader.load_state_dict({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in start.items()})
+        loader.load_state_dict(copy.deepcopy(start))
         return loader
 
     return rewound
@@ -329,19 +328,19 @@ def _rewinding(loader: Any) -> Any:
 def recalibration_split(config: TrainConfig) -> Any:
     """The training images of a run (``train_subset`` applied) without augmentation: what
     ``recalibration_loader`` draws from when the run's data bundle is not at hand (``slac eval``)."""
-    train = load_split(config, "train", augmented=False)
-    if config.dataset in STREAMING:
-        return _streaming_train(config, train)
-    return _subset(train, 0, config.train_subset) if config.train_subset is not None else train
+    return _train_subset(config, load_split(config, "train", augmented=False))
 
 
-def _streams(config: TrainConfig, dataset: Any) -> bool:
-    """Whether ``dataset`` goes through the streaming loader: a disk-backed registry dataset (ImageNet),
-    or a map-style Dataset given from Python (anything but an in-memory ArrayDataset)."""
-    return config.dataset in STREAMING or not isinstance(dataset, ArrayDataset)
+def _streams(dataset: Any) -> bool:
+    """Whether ``dataset`` goes through the streaming loader: anything but an in-memory ArrayDataset (the
+    disk-backed registry datasets, ImageNet, and map-style Datasets given from Python)."""
+    return not isinstance(dataset, ArrayDataset)
 
 
-def _streaming_train(config: TrainConfig, train: Any) -> Any:
-    if config.train_subset is not None:
-        return torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
-    return train
+def _train_subset(config: TrainConfig, train: Any) -> Any:
+    """The first ``train_subset`` images of the training split (all when None), for either kind of data."""
+    if config.train_subset is None:
+        return train
+    if isinstance(train, ArrayDataset):
+        return _subset(train, 0, config.train_subset)
+    return torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))

@@ -51,11 +51,11 @@ from slac.models import create_model, model_cfg
 from slac.nn import recalibrated_batchnorm, scale_adder_grads
 from slac.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from slac.train.config import (
-    BEFORE_RECALIBRATION,
     RESUME_OVERRIDABLE,
     ConfigError,
     TrainConfig,
     config_from_dict,
+    other_bn,
     save_config,
     saved_config,
 )
@@ -196,6 +196,72 @@ def _autocast(device: torch.device, amp: str) -> Any:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+class _Meters:
+    """Running sums of an epoch on the device (no synchronisation per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.seconds = 0.0
+
+    def add(self, name: str, value: Tensor) -> None:
+        value = value.detach().to(torch.float64)
+        if name in self.sums:
+            self.sums[name] += value
+        else:
+            self.sums[name] = value.clone()
+
+    def record_step(self, logits: Tensor, total: Tensor, parts: dict[str, Tensor], labels: Tensor) -> None:
+        """Add one step's image count, loss (and its parts) and top-1/top-5 hits."""
+        count = torch.tensor(labels.numel(), dtype=torch.float64, device=labels.device)
+        top1, top5 = accuracy_counts(logits.detach().double(), labels)
+        self.add("count", count)
+        self.add("loss", total * count)
+        for name, value in parts.items():
+            self.add(f"loss_{name}", value * count)
+        self.add("top1", top1)
+        self.add("top5", top5)
+
+    @staticmethod
+    def means(sums: dict[str, Tensor]) -> dict[str, float]:
+        """Mean loss and its parts ("loss", "loss_<part>"), top-1/top-5 in %, and the image count."""
+        values = {name: float(value) for name, value in sums.items()}
+        count = values.pop("count")
+        result = {name: value / count for name, value in values.items() if name.startswith("loss")}
+        return result | {
+            "top1": 100 * values["top1"] / count,
+            "top5": 100 * values["top5"] / count,
+            "count": count,
+        }
+
+    def summed(self, distributed: Distributed) -> dict[str, Tensor]:
+        """The sums over every process (a collective: every process must call it)."""
+        if not (distributed.enabled and self.sums):
+            return dict(self.sums)
+        names = sorted(self.sums)
+        totals = distributed.all_reduce_sum(torch.stack([self.sums[name] for name in names]))
+        return dict(zip(names, totals, strict=True))
+
+    def state_dict(self, distributed: Distributed | None = None) -> dict[str, Any]:
+        """Sums (over every process when ``distributed`` is given) and seconds, on the CPU."""
+        sums = self.summed(distributed) if distributed is not None else self.sums
+        return {"sums": {k: v.cpu() for k, v in sums.items()}, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.seconds = state["seconds"]
+
+
+def _amp_forward(device: torch.device, amp: str) -> Callable[[nn.Module, Tensor], Any]:
+    """``forward(model, images)`` under the recipe's autocast: how BatchNorm recalibration runs a model."""
+
+    def forward(model: nn.Module, images: Tensor) -> Any:
+        with _autocast(device, amp):
+            return model(images)
+
+    return forward
+
+
 def train_step(
     module: nn.Module,
     model: nn.Module,
@@ -244,34 +310,15 @@ def train_one_epoch(
     and its parts, top-1/top-5 (%) on the logits the loss saw, and the image count."""
     module = TrainModule(model)
     model.train()
-    sums: dict[str, Tensor] = {}
-
-    def add(name: str, value: Tensor) -> None:
-        value = value.detach().to(torch.float64)
-        sums[name] = sums[name] + value if name in sums else value
-
+    meters = _Meters(next(model.parameters()).device)
     for images, labels in loader:
         logits, total, parts = train_step(module, model, images, labels, optimizer, eta, amp, scaler)
         if scheduler is not None:
             scheduler.step()
-        count = torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device)
-        top1, top5 = accuracy_counts(logits.detach().double(), labels)
-        add("count", count)
-        add("loss", total * count)
-        for name, value in parts.items():
-            add(f"loss_{name}", value * count)
-        add("top1", top1)
-        add("top5", top5)
-    if not sums:
+        meters.record_step(logits, total, parts, labels)
+    if not meters.sums:
         raise ValueError("train_one_epoch: the loader yielded no batches")
-    values = {name: float(value) for name, value in sums.items()}
-    count = values.pop("count")
-    result = {name: value / count for name, value in values.items() if name.startswith("loss")}
-    return result | {
-        "top1": 100 * values["top1"] / count,
-        "top5": 100 * values["top5"] / count,
-        "count": count,
-    }
+    return _Meters.means(meters.sums)
 
 
 def fit(
@@ -330,39 +377,6 @@ def evaluate(
     if count == 0:
         raise RuntimeError("evaluate: the loader yielded no images")
     return {"top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "loss": loss / count, "count": count}
-
-
-class _Meters:
-    """Running sums of an epoch on the device (no synchronisation per step)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.sums: dict[str, Tensor] = {}
-        self.seconds = 0.0
-
-    def add(self, name: str, value: Tensor) -> None:
-        value = value.detach().to(torch.float64)
-        if name in self.sums:
-            self.sums[name] += value
-        else:
-            self.sums[name] = value.clone()
-
-    def summed(self, distributed: Distributed) -> dict[str, Tensor]:
-        """The sums over every process (a collective: every process must call it)."""
-        if not (distributed.enabled and self.sums):
-            return dict(self.sums)
-        names = sorted(self.sums)
-        totals = distributed.all_reduce_sum(torch.stack([self.sums[name] for name in names]))
-        return dict(zip(names, totals, strict=True))
-
-    def state_dict(self, distributed: Distributed | None = None) -> dict[str, Any]:
-        """Sums (over every process when ``distributed`` is given) and seconds, on the CPU."""
-        sums = self.summed(distributed) if distributed is not None else self.sums
-        return {"sums": {k: v.cpu() for k, v in sums.items()}, "seconds": self.seconds}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
-        self.seconds = state["seconds"]
 
 
 class Trainer:
@@ -595,14 +609,7 @@ class Trainer:
         )
         self.scheduler.step()
         self.step += 1
-        count = torch.tensor(labels.numel(), dtype=torch.float64, device=self.device)
-        top1, top5 = accuracy_counts(logits.detach().double(), labels)
-        self.meters.add("count", count)
-        self.meters.add("loss", total * count)
-        for name, value in parts.items():
-            self.meters.add(f"loss_{name}", value * count)
-        self.meters.add("top1", top1)
-        self.meters.add("top5", top5)
+        self.meters.record_step(logits, total, parts, labels)
 
     def _train_epoch(self) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -646,14 +653,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.meters.seconds += time.perf_counter() - started
-        sums = {name: float(value) for name, value in self.meters.summed(self.distributed).items()}
-        count = sums.pop("count")
-        metrics = {"train_loss": sums.pop("loss") / count}
-        metrics.update(
-            {f"train_{name}": value / count for name, value in sums.items() if name.startswith("loss_")}
-        )
-        metrics["train_top1"] = 100.0 * sums["top1"] / count
-        metrics["train_top5"] = 100.0 * sums["top5"] / count
+        means = _Meters.means(self.meters.summed(self.distributed))
+        count = means.pop("count")
+        metrics = {f"train_{name}": value for name, value in means.items()}
         metrics["epoch_seconds"] = self.meters.seconds
         metrics["train_images_per_s"] = count / max(self.meters.seconds, 1e-9)
         if not math.isfinite(metrics["train_loss"]):
@@ -719,8 +721,9 @@ class Trainer:
         row: dict[str, float] = {}
         if self.data.recalibration is not None:
             started = time.perf_counter()
+            forward = _amp_forward(self.device, config.amp)
             with recalibrated_batchnorm(
-                self.model, self.data.recalibration(), config.bn_recalibration, self._bn_forward
+                self.model, self.data.recalibration(), config.bn_recalibration, forward
             ):
                 row["bn_recalibration_seconds"] = time.perf_counter() - started
                 results["recalibrated"] = evaluate(
@@ -736,10 +739,6 @@ class Trainer:
             for name, result in results.items():
                 row.update({f"test_{key}_{name}": result[key] for key in ("top1", "top5", "loss")})
         return row
-
-    def _bn_forward(self, model: nn.Module, images: Tensor) -> Any:
-        with _autocast(self.device, self.config.amp):
-            return model(images)
 
     # ------------------------------------------------------------------------------------------ output
 
@@ -769,7 +768,7 @@ class Trainer:
         )
         if "test_top1" in row:
             line += f"  test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}%"
-            other = "running" if self.config.eval_bn == "recalibrated" else "recalibrated"
+            other = other_bn(self.config.eval_bn)
             if f"test_top1_{other}" in row:
                 line += f" ({other} BN statistics: {row[f'test_top1_{other}']:.2f}%)"
         return line + f"  {row['train_images_per_s']:.0f} img/s  {row['epoch_seconds']:.1f} s"
@@ -830,14 +829,14 @@ def evaluate_checkpoint(
     batches = overrides.get("bn_recalibration")
     if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 1):
         raise ConfigError(f"--bn_recalibration must be >= 1 training batches, got {batches!r}")
-    saved = {**BEFORE_RECALIBRATION, **state["config"]}
-    if CUSTOM in (saved.get("model"), saved.get("dataset")):
+    trained = saved_config(state["config"], "checkpoint config")  # the run as it was trained
+    if CUSTOM in (trained.model, trained.dataset):
         raise ConfigError(
             f"checkpoint {path}: its model or data was passed from Python, which slac eval cannot rebuild; "
             "load the weights into the model (slac.train.UserModel(module, head).load_state_dict("
             "load_checkpoint(path)['model'])) and score it with slac.train.evaluate"
         )
-    config = config_from_dict({**saved, **overrides}, "checkpoint config")
+    config = saved_config({**state["config"], **overrides}, "checkpoint config")
     bn = config.eval_bn if bn is None else bn
     if bn not in EVAL_BN:
         raise ConfigError(f"bn must be one of {', '.join(EVAL_BN)}, got {bn!r}")
@@ -868,31 +867,24 @@ def evaluate_checkpoint(
         ) from None
     if bn == "recalibrated":
         batches = recalibration_loader(config, recalibration_split(config), device)
-
-        def forward(module: nn.Module, images: Tensor) -> Any:
-            with _autocast(device, config.amp):
-                return module(images)
-
-        with recalibrated_batchnorm(model, batches, config.bn_recalibration, forward):
+        with recalibrated_batchnorm(
+            model, batches, config.bn_recalibration, _amp_forward(device, config.amp)
+        ):
             result: dict[str, Any] = evaluate(model, loader, device, config.amp)
     else:
         result = evaluate(model, loader, device, config.amp)
     result["epoch"] = state["epoch"]
     result["split"] = split
     result["bn"] = bn
-    key = "test_top1" if bn == saved["eval_bn"] else f"test_top1_{bn}"
+    key = "test_top1" if bn == trained.eval_bn else f"test_top1_{bn}"
     # recalibrated in one process on whole batches: the training-time figure of a run over several
     # processes without synchronised BatchNorm averaged per-process statistics instead
     sharded = state.get("world_size", 1) > 1 and not config.sync_batchnorm
-    same_batches = bn == "running" or (config.bn_recalibration == saved["bn_recalibration"] and not sharded)
+    same_batches = bn == "running" or (config.bn_recalibration == trained.bn_recalibration and not sharded)
     logged = [row[key] for row in state["history"] if row["epoch"] == state["epoch"] and key in row]
     if split == "test" and logged and same_batches:
         result["logged_test_top1"] = logged[0]
     return result
-
-
-# The accuracies the official AdderNet README gives for its released checkpoints.
-PUBLISHED_TOP1 = {"resnet20": 91.8, "resnet50": 74.9}
 
 
 def evaluate_official(
@@ -914,20 +906,21 @@ def evaluate_official(
     from slac.train.data import evaluation_loader, load_split
     from slac.train.distributed import resolve_device
 
-    if model not in OFFICIAL_MODELS:
-        raise ConfigError(
-            f"--model: the official AdderNet code has {', '.join(OFFICIAL_MODELS)}, not {model!r}"
-        )
+    net = load_official_addernet(path, model, map_location="cpu")  # checks the model name first
     dataset = OFFICIAL_MODELS[model]["dataset"]
     config = TrainConfig(
         model=model, dataset=dataset, data_root=data_root, device=device, eval_batch_size=batch_size,
         workers=workers, head="linear", bn_recalibration=0, eval_bn="running",
     )  # fmt: skip
     target = resolve_device(config.device)
-    net = load_official_addernet(path, model, map_location="cpu").to(target)
+    net = net.to(target)
     test = load_split(config, "test")
     if dataset not in STREAMING:  # ImageFolder's transform already normalizes as torchvision does
         mean, std = OFFICIAL_NORMALIZATION[dataset]
         test = dataclasses.replace(test, mean=mean, std=std)
     result: dict[str, Any] = evaluate(net, evaluation_loader(config, test, target), target)
-    return result | {"model": model, "dataset": dataset, "published_top1": PUBLISHED_TOP1[model]}
+    return result | {
+        "model": model,
+        "dataset": dataset,
+        "published_top1": OFFICIAL_MODELS[model]["published_top1"],
+    }
