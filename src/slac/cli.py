@@ -10,6 +10,7 @@ slac bench adder [...]     adder layer speed and memory against conv2d and the o
 slac bench train [...]     training images/s, real data pipeline against synthetic batches
 slac bench step [...]      one training step of a model in CNN vs ANN form (images/s)
 slac bench sass [...]      the Triton kernels compiled for sm_90: registers, spills, hot-loop mix
+slac bench asm [...]       the CPU kernels' machine code: vector width, accumulators, spills, per pair
 slac bench infer [...]     inference, CNN vs ANN form, slac vs onnxruntime (CPU)
 slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="benchmark", required=True)
-    from slac.bench import adder, infer, sass, step
+    from slac.bench import adder, asm, infer, sass, step
     from slac.bench import train as train_bench
 
     for name, module, summary in (
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("step", step, "one training step of a model in CNN vs ANN form"),
         ("train", train_bench, "training images/s with the real data pipeline vs synthetic"),
         ("sass", sass, "the Triton kernels' sm_90 machine code, without a GPU"),
+        ("asm", asm, "the CPU kernels' x86-64 machine code: vector width, accumulators, spills"),
         ("infer", infer, "inference of a model in CNN vs ANN form, slac vs onnxruntime (CPU)"),
     ):
         command = bench.add_parser(name, help=summary)

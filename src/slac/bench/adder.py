@@ -115,6 +115,7 @@ class Result:
     peak_mib: float
     peak_per_unfolded: float  # peak memory / bytes of the unfolded input
     forward_pairs_per_s: float  # |x - w| terms (or multiply-adds) of the forward per second
+    grad_input_ms: float = math.nan  # the cpu backend's input-gradient kernel alone (CPU only)
 
 
 class _Case:
@@ -129,8 +130,10 @@ class _Case:
         self.w.requires_grad_()
         self.fn = _layer_fn(method, shape)
         self.grad = torch.randn_like(self.fn(self.x, self.w))
-        self.times: dict[str, list[float]] = {"forward": [], "backward": [], "both": []}
+        self.times: dict[str, list[float]] = {"forward": [], "backward": [], "both": [], "grad_input": []}
         self.both()  # warm-up: kernels compiled and autotuned, caches filled
+        if method == "cpu":
+            self.grad_input()
 
     def forward(self):
         return self.fn(self.x, self.w)
@@ -142,18 +145,28 @@ class _Case:
         self.x.grad = self.w.grad = None
         self.fn(self.x, self.w).backward(self.grad)
 
+    def grad_input(self):
+        from slac.ops import cpu
+
+        s, p = self.shape.stride, self.shape.padding
+        return cpu.adder2d_grad_input(self.grad, self.x.detach(), self.w.detach(), (s, s), (p, p), (1, 1), 1)
+
     def time_round(self) -> None:
         self.times["forward"].append(time_once(self.forward, self.device))
         self.times["backward"].append(time_once(self.backward, self.device, setup=self.forward))
         self.times["both"].append(time_once(self.both, self.device))
+        if self.method == "cpu":
+            self.times["grad_input"].append(time_once(self.grad_input, self.device))
 
     def result(self) -> Result:
         forward, backward, both = (statistics.median(self.times[k]) for k in ("forward", "backward", "both"))
         self.x.grad = self.w.grad = None
         peak = peak_memory_bytes(self.both, self.device)
         unfolded_bytes = self.shape.unfolded_elements(self.batch) * self.x.element_size()
+        grad_input = statistics.median(self.times["grad_input"]) if self.times["grad_input"] else math.nan
+        pairs_per_s = self.shape.pairs(self.batch) / forward
         return Result(self.shape.name, self.method, forward * 1e3, backward * 1e3, both * 1e3, peak / 2**20,
-                      peak / unfolded_bytes, self.shape.pairs(self.batch) / forward)  # fmt: skip
+                      peak / unfolded_bytes, pairs_per_s, grad_input * 1e3)  # fmt: skip
 
 
 def run(
@@ -222,6 +235,33 @@ def format_table(results: list[Result], batch: int, pair_ceiling: float | None =
                 f"| {r.forward_pairs_per_s / 1e12:.3f} |"
                 + (f" {r.forward_pairs_per_s / pair_ceiling:.0%} |" if pair_ceiling else "")
             )
+    return "\n".join(lines)
+
+
+def ceiling_table(results: list[Result], batch: int) -> str:
+    """The cpu backend against the instruction limit. The machine's multiply-add rate is taken as the best
+    conv2d forward of this run (oneDNN is near the FMA peak on the wider layers); a |x - w| pair costs 2
+    instructions in the forward's min form and 3 in the input gradient's clamp form where a multiply-add
+    costs 1, so their ceilings are that rate / 2 and / 3 pairs per second."""
+    conv = [r for r in results if r.method == "conv2d" and not math.isnan(r.forward_ms)]
+    mine = [r for r in results if r.method == "cpu" and not math.isnan(r.grad_input_ms)]
+    if not conv or not mine:
+        return ""
+    peak = max(r.forward_pairs_per_s for r in conv)
+    lines = [
+        f"Machine multiply-add rate (best conv2d forward of this run): {peak / 1e9:.0f} G/s; ceilings: "
+        f"forward {peak / 2e9:.0f} G pairs/s, input gradient {peak / 3e9:.0f} G pairs/s.",
+        "",
+        f"| layer (batch {batch}) | cpu forward G pairs/s | of ceiling | cpu grad input ms "
+        "| grad input G pairs/s | of ceiling |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in mine:
+        grad_rate = r.forward_pairs_per_s * r.forward_ms / r.grad_input_ms  # the same pairs
+        lines.append(
+            f"| {r.layer} | {r.forward_pairs_per_s / 1e9:.1f} | {r.forward_pairs_per_s / (peak / 2):.0%} "
+            f"| {r.grad_input_ms:.2f} | {grad_rate / 1e9:.1f} | {grad_rate / (peak / 3):.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -319,7 +359,7 @@ def main(args: argparse.Namespace) -> int:
         everything.append({"shapes": name, "batch": set_batch, "results": [asdict(r) for r in results]})
         report += [f"### {name} layer shapes, batch {set_batch}", "",
                    format_table(results, set_batch, args.pair_ceiling if cuda else None), "",
-                   summary(results), ""]  # fmt: skip
+                   summary(results), "", ceiling_table(results, set_batch), ""]  # fmt: skip
     print()
     print("\n".join(report))
     if args.json:

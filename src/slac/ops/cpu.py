@@ -1,165 +1,122 @@
-"""Fast adder operator for x86-64 CPUs: numba-compiled, register-tiled, parallel direct convolution.
+"""Fast adder operator for x86-64 CPUs: numba-compiled, register-blocked micro-kernels.
 
-No unfolded (im2col) input is ever built. The kernels read a zero-padded channels-last copy of the
-input (one input's worth of memory), so that for every kernel offset (i, j) the C input channels of a
-pixel are contiguous, and a padded position reads 0 and contributes -|w| as in the official code:
+No unfolded (im2col) input is ever built. The forward reads a zero-padded channels-last copy of the
+input and packs one block of output pixels at a time (each pixel's receptive field one contiguous row;
+8 tiles' worth of pixels, at most 74 KiB on ResNet-20, in cache); the input gradient packs, per block of
+input pixels of one row, the upstream gradients that reach each pixel. A tile of P packed rows times Q
+weight rows then runs over the whole reduction with its P * Q accumulators in vector registers
+(``slac.ops.cpu_codegen`` writes these kernels out; it says how LLVM is made to keep them in registers):
 
-    forward      Y[b, o, p]    = -sum_{i,j,c} |Xpad[b, p*s + (i,j)*d, c] - W[o, c, i, j]|     _forward
-    grad input   dX[b, c, q]   =  sum_{o, i, j: q = p*s - pad + (i,j)*d}
-                                      G[b, o, p] * HT(W[o, c, i, j] - X[b, c, q])
-                                                                                             _grad_input
+    forward      Y[b, o, p]    = -sum_k |X[p, k] - W[o, k]|
+                               = 2 sum_k min(X[p, k], W[o, k]) - sum_k X[p, k] - sum_k W[o, k]
+    grad input   dX[b, c, q]   = sum_{o, taps reaching q} G[b, o, p] * HT(W[o, c, i, j] - X[b, c, q])
+                               = sum G * clamp(W, X - 1, X + 1) - X * sum G
     grad weight  dW[o, c, i, j] = (G . Xcols)[o, c, i, j] - W[o, c, i, j] * sum_{b,p} G[b, o, p]
 
+with k = (i, j, c) and HT(z) = clamp(z, -1, 1). The rewritten forms take 2 and 3 vector instructions
+per pair (min, add; max, min, FMA) instead of 3 and 4 (``slac bench asm`` shows the hot loops). Both
+cancel when inputs and weights share a large offset (min(x, w), x and w all near 20 while the result is
+near 1), so every channel c is shifted first: x - s_c and w - s_c with s_c the mean of that channel's
+weights, which leaves |x - w| and HT(w - x) unchanged and makes the summed terms about as small as the
+differences (the comment at ``FORMS`` gives the error bound and what was measured).
+Inputs or weights that are not finite take the direct forms, which propagate inf and NaN the way the
+reference does in the forward (min(x, w) with x = -inf would give -inf - -inf = NaN).
+
 The weight gradient's first term is the convolution weight gradient, a GEMM that torch hands to oneDNN
-(or to its BLAS in float64); only the correction is added here. HT(z) = clamp(z, -1, 1).
-
-Both L1 kernels hold a tile of ``_ROWS`` pixels of one image row and sweep a contiguous row of the weight
-in the innermost loop (output channels in the forward, input channels in the gradient), which LLVM
-vectorizes; the tile's accumulators stay in L1 cache. On AVX2 the forward step is a subtract, an absolute
-value (an AND) and an add per 8 floats; the gradient step adds a min, a max and a fused multiply-add. The
-input gradient is gathered per input pixel (pixels of a tile share their residue modulo the stride), so
-no two threads write the same element. Work is split over image rows with ``prange``; the number of
-threads follows ``torch.get_num_threads()``.
-
-The linear form (``adder_linear``) runs the same kernels on an (N, 1, 1, K) view of its input.
+(or to its BLAS in float64); only the correction is added here. Work is split over
+``torch.get_num_threads()`` threads, each a contiguous range of pixels or rows with its own scratch, by
+numba's OpenMP layer, which runs on the OpenMP runtime torch loaded (``cpu_codegen._threads`` says
+why). The linear form (``adder_linear``) runs the same kernels on an image whose pixels are its rows.
 Only float32 and float64 are computed here; the functional layer casts half types to float32.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numba import njit, prange
 from torch import Tensor
 
-from slac.ops.geometry import linear_as_conv, output_size
+from slac.ops import _cpu_kernels as kernels
+from slac.ops.cpu_codegen import GENERATED_TILES, VECTOR_BITS, forward_name, grad_input_name
+from slac.ops.geometry import output_size
 
-# reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-_ROWS = 4  # pixels per tile (measured on AVX2: 2, 4 and 6 within about 10% of each other, 8 slower)
+__all__ = [
+    "FORMS",
+    "TILES",
+    "adder2d_forward",
+    "adder2d_grad_input",
+    "adder2d_grad_weight",
+    "forward_calls",
+    "grad_input_calls",
+    "single_thread_arguments",
+    "tile",
+]
 
+# The forms (the first of each is used for finite inputs) and their error bounds, eps the unit roundoff and
+# K the reduction length (the sums are reassociated into vector lanes, which only helps): the direct forms
+# |fl(sum) - sum| <= K eps sum_k |x_k - w_k| (1 + O(eps)); the rewritten forms sum min(x', w'), x' and w'
+# (x' = x - s, w' = w - s), so theirs is about K eps sum_k (|x'_k| + |w'_k|) plus eps (|x| + |s|) per term
+# from the shift, of the size of the direct form's when |x'| and |w'| are of the size of |x - w|: what the
+# shift by the weights' mean makes so when inputs and weights share an offset. Measured (tests/
+# test_adder_cpu.py, offsets 10 and 20 on ResNet-20 shapes, against float64): with the shift at most 3.2x
+# the direct forms' error, without it up to 8x (forward) and 37x (input gradient); both within the
+# reference's test tolerances.
+FORMS = {"forward": ("min", "abs"), "grad_input": ("clamp", "direct")}
+# (P, Q, vector bits) per kernel by vector registers of the target. AVX-512 (32 registers): the forward's
+# 4 x 4 accumulators plus 8 operands; the clamp gradient's 2 x 4 accumulators plus 16 clamp bounds and 6
+# operands; both with 512-bit vectors (numba_extras). AVX2 (16 registers): 3 x 3 and 2 x 2, the largest
+# without spills (3 x 4 and 2 x 4 spill). Chosen from `slac bench adder` (timing) and `slac bench asm`.
+TILES = {
+    32: {"forward": (4, 4, 512), "grad_input": (2, 4, 512)},
+    16: {"forward": (3, 3, 256), "grad_input": (2, 2, 256)},
+}
+_BLOCK_TILES = 8  # tiles of P pixels packed per block
+_LINEAR_WIDTH = 32  # adder_linear's rows as an image of this width
+_KALIGN = 16  # packed reduction rows padded with zeros to a multiple of this (whole vectors, no remainder)
 
-def _threads() -> None:
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
-
-
-@njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward(xrow, wt, out, channels, sh, sw, dh, dw):  # pragma: no cover - compiled
-    # xrow (B, Hp, Wp * C): padded channels-last input with each image row flattened;
-    # wt (kh, kw_loop, c_loop, O); out (B, O, Ho, Wo). Pixel w, offset j, channel c sit at
-    # xrow[b, h, (w + j * dw) * C + c]. With dw == 1 the caller merges (j, c) into one contiguous run:
-    # kw_loop = 1, c_loop = kw * C, so the loop over it is long enough to vectorize well.
-    batch = xrow.shape[0]
-    kh, kw_loop, c_loop, o_dim = wt.shape
-    ho, wo = out.shape[2], out.shape[3]
-    step = sw * channels  # distance between neighbouring output pixels in xrow
-    for job in prange(batch * ho):
-        b = job // ho
-        oh = job - b * ho
-        acc = np.empty((_ROWS, o_dim), dtype=xrow.dtype)
-        for ow0 in range(0, wo, _ROWS):
-            rows = min(_ROWS, wo - ow0)
-            acc[:] = 0
-            for i in range(kh):
-                h = oh * sh + i * dh
-                for j in range(kw_loop):
-                    p0 = (ow0 * sw + j * dw) * channels
-                    if rows == _ROWS:
-                        for c in range(c_loop):
-                            x0 = xrow[b, h, p0 + c]
-                            x1 = xrow[b, h, p0 + step + c]
-                            x2 = xrow[b, h, p0 + 2 * step + c]
-                            x3 = xrow[b, h, p0 + 3 * step + c]
-                            for o in range(o_dim):
-                                w = wt[i, j, c, o]
-                                acc[0, o] += abs(x0 - w)
-                                acc[1, o] += abs(x1 - w)
-                                acc[2, o] += abs(x2 - w)
-                                acc[3, o] += abs(x3 - w)
-                    else:
-                        for r in range(rows):
-                            for c in range(c_loop):
-                                x = xrow[b, h, p0 + r * step + c]
-                                for o in range(o_dim):
-                                    acc[r, o] += abs(x - wt[i, j, c, o])
-            for r in range(rows):
-                for o in range(o_dim):
-                    out[b, o, oh, ow0 + r] = -acc[r, o]
+assert all(t[:2] in GENERATED_TILES and t[2] in VECTOR_BITS for d in TILES.values() for t in d.values())
 
 
-@njit(inline="always")
-def _hardtanh(z, one):  # pragma: no cover - compiled
-    # `one` carries the dtype: an integer literal would promote float32 arithmetic to float64
-    z = z if z < one else one
-    return z if z > -one else -one
+def _target_vector_registers() -> int:
+    """32 when numba compiles for AVX-512 (host CPU, or NUMBA_CPU_NAME/NUMBA_CPU_FEATURES), else 16."""
+    import llvmlite.binding as llvm
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten() if numba.config.CPU_NAME is None else ""
+    return 32 if "+avx512f" in features.split(",") else 16
 
 
-@njit(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
-def _grad_input(grad, xp, wg, dx, sh, sw, ph, pw, dh, dw, one):  # pragma: no cover - compiled
-    # grad (B, O, Ho, Wo); xp (B, H + 2ph, W + 2pw, C) padded channels-last input; wg (kh, kw, O, C);
-    # dx (B, C, H, W). Input pixel q = (h, w) receives from output pixel p through offset (i, j) when
-    # h = p_h * sh - ph + i * dh and w = p_w * sw - pw + j * dw.
-    batch, o_dim, ho, wo = grad.shape
-    kh, kw, _, channels = wg.shape
-    height, width = dx.shape[2], dx.shape[3]
-    for job in prange(batch * height):
-        b = job // height
-        h = job - b * height
-        acc = np.empty((_ROWS, channels), dtype=xp.dtype)
-        for residue in range(min(sw, width)):
-            # pixels w = residue + sw * q, q = 0, 1, ...: one tile shares which offsets j reach it
-            n_pix = (width - residue + sw - 1) // sw
-            for q0 in range(0, n_pix, _ROWS):
-                rows = min(_ROWS, n_pix - q0)
-                w_first = residue + sw * q0
-                acc[:] = 0
-                for i in range(kh):
-                    num_h = h + ph - i * dh
-                    if num_h % sh != 0:
-                        continue
-                    oh = num_h // sh
-                    if oh < 0 or oh >= ho:
-                        continue
-                    for j in range(kw):
-                        num_w = w_first + pw - j * dw
-                        if num_w % sw != 0:
-                            continue
-                        ow0 = num_w // sw  # output column of the tile's first pixel; then ow0 + r
-                        if rows == _ROWS and ow0 >= 0 and ow0 + _ROWS <= wo:
-                            for o in range(o_dim):
-                                g0 = grad[b, o, oh, ow0]
-                                g1 = grad[b, o, oh, ow0 + 1]
-                                g2 = grad[b, o, oh, ow0 + 2]
-                                g3 = grad[b, o, oh, ow0 + 3]
-                                for c in range(channels):
-                                    w = wg[i, j, o, c]
-                                    acc[0, c] += g0 * _hardtanh(w - xp[b, h + ph, w_first + pw, c], one)
-                                    acc[1, c] += g1 * _hardtanh(w - xp[b, h + ph, w_first + pw + sw, c], one)
-                                    acc[2, c] += g2 * _hardtanh(
-                                        w - xp[b, h + ph, w_first + pw + 2 * sw, c], one
-                                    )
-                                    acc[3, c] += g3 * _hardtanh(
-                                        w - xp[b, h + ph, w_first + pw + 3 * sw, c], one
-                                    )
-                        else:
-                            for r in range(rows):
-                                if ow0 + r < 0 or ow0 + r >= wo:
-                                    continue
-                                ww = w_first + pw + r * sw
-                                for o in range(o_dim):
-                                    g = grad[b, o, oh, ow0 + r]
-                                    for c in range(channels):
-                                        acc[r, c] += g * _hardtanh(wg[i, j, o, c] - xp[b, h + ph, ww, c], one)
-                for r in range(rows):
-                    for c in range(channels):
-                        dx[b, c, h, w_first + r * sw] = acc[r, c]
+@functools.cache
+def tile(kind: str) -> tuple[int, int, int]:
+    """The (P, Q, vector bits) the ``kind`` ("forward" or "grad_input") kernel runs with on this process's
+    numba target. ``SLAC_CPU_FORWARD`` / ``SLAC_CPU_GRAD_INPUT`` = ``PxQxBITS`` (a generated tile, 256 or 512)
+    override it, for benchmarks."""
+    variable = f"SLAC_CPU_{kind.upper()}"
+    override = os.environ.get(variable)
+    if override:
+        try:
+            p, q, bits = (int(v) for v in override.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"{variable}={override!r}: expected PxQxBITS, e.g. 4x4x256") from None
+        if (p, q) not in GENERATED_TILES or bits not in VECTOR_BITS:
+            tiles = [f"{p}x{q}" for p, q in GENERATED_TILES]
+            raise ValueError(f"{variable}={override!r}: tiles {tiles}, bits {list(VECTOR_BITS)}")
+        return p, q, bits
+    return TILES[_target_vector_registers()][kind]
 
 
-# --- torch-facing functions ---------------------------------------------------------------------------
+def _chunk(total: int, align: int) -> int:
+    """Sets numba's thread count to torch's and returns the work per thread, a multiple of align."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
+    return max(align, _round_up(-(-total // threads), align))
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -168,69 +125,168 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _padded_channels_last(input: Tensor, padding) -> Tensor:
-    """(B, C, H, W) -> (B, H + 2ph, W + 2pw, C), zero padded."""
-    return F.pad(input, (padding[1], padding[1], padding[0], padding[0])).permute(0, 2, 3, 1).contiguous()
+def _scalars(t: Tensor):
+    kind = np.float32 if t.dtype == torch.float32 else np.float64
+    return kind(0), kind(1), kind(2)
 
 
-def _one(t: Tensor) -> np.floating:
-    return np.float32(1) if t.dtype == torch.float32 else np.float64(1)
+def _finite(*tensors: Tensor) -> bool:
+    """False when any element is inf or NaN (then the sum is), and also when a sum overflows (rare; the
+    direct forms are exact there too). A sum is 15x faster than isfinite().all() on a 4 MiB input."""
+    return all(bool(torch.isfinite(t.sum())) for t in tensors)
 
 
-def adder2d_forward(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Tensor:
-    _threads()
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _shift(weight: Tensor, form: str) -> Tensor:
+    """Per input channel offset taken off inputs and weights: the mean of that channel's weights."""
+    if form in ("min", "clamp"):
+        return weight.mean((0, 2, 3))
+    return weight.new_zeros(weight.shape[1])
+
+
+def _padded_channels_last(input: Tensor, padding, shift: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H + 2ph, W + 2pw, C) holding x - shift, the padding holding -shift."""
+    b, c, h, w = input.shape
+    ph, pw = padding
+    out = input.new_empty(b, h + 2 * ph, w + 2 * pw, c)
+    border = -shift
+    out[:, :ph] = border
+    out[:, ph + h :] = border
+    out[:, ph : ph + h, :pw] = border
+    out[:, ph : ph + h, pw + w :] = border
+    torch.sub(input.permute(0, 2, 3, 1), shift, out=out[:, ph : ph + h, pw : pw + w])  # one pass over x
+    return out
+
+
+def adder2d_forward(
+    input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
+) -> Tensor:
+    out, calls = forward_calls(input, weight, stride, padding, dilation, groups, form)
+    for name, args in calls:
+        getattr(kernels, name + "_threads")(*args)
+    return out
+
+
+def forward_calls(
+    input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
+):
+    """The output (not yet computed) and, per group, the kernel's name and its ``_threads`` arguments."""
+    if form is None:
+        form = "min" if _finite(input, weight) else "abs"
+    p, q, bits = tile("forward")
+    name = forward_name(form, p, q, bits)
+    calls = []
+    block = _BLOCK_TILES * p
     b, o = input.shape[0], weight.shape[0]
     ho, wo = output_size(input, weight, stride, padding, dilation)
     cg, og = input.shape[1] // groups, o // groups
     kh, kw = weight.shape[-2:]
+    zero, _, two = _scalars(input)
     out = input.new_empty(b, o, ho, wo)
-    out_np = _np(out)
+    reduction = cg * kh * kw
+    kpad, opad = _round_up(reduction, _KALIGN), _round_up(og, q)
     for g in range(groups):
-        # one group's channels, padded, channels-last, rows flattened: (B, Hp, Wp * C/G)
-        xg = _padded_channels_last(input[:, g * cg : (g + 1) * cg], padding)
-        xrow = _np(xg.view(xg.shape[0], xg.shape[1], -1))
-        wt = weight[g * og : (g + 1) * og].permute(2, 3, 1, 0).contiguous()  # (kh, kw, C/G, O/G)
-        if dilation[1] == 1:  # merge the kernel columns and channels: one contiguous run per row
-            wt = wt.view(kh, 1, kw * cg, og)
-        _forward(
-            xrow,
-            _np(wt),
-            out_np[:, g * og : (g + 1) * og],
-            cg,
-            stride[0],
-            stride[1],
-            dilation[0],
-            dilation[1],
-        )
-    return out
+        wg = weight[g * og : (g + 1) * og]
+        shift = _shift(wg, form)
+        xpad = _padded_channels_last(input[:, g * cg : (g + 1) * cg], padding, shift)
+        xrow = _np(xpad.view(b, xpad.shape[1], -1))
+        packed = weight.new_zeros(opad, kpad)
+        packed[:og, :reduction] = (wg - shift[:, None, None]).permute(0, 2, 3, 1).reshape(og, reduction)
+        wp = _np(packed)
+        wsum = _np(packed.sum(1))
+        out_g = _np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo))
+        total = b * ho * wo
+        calls.append((name, (xrow, wp, wsum, out_g, total, _chunk(total, block), xpad.shape[2], ho, wo,
+                             *stride, *dilation, kh, kw, zero, two, block)))  # fmt: skip
+    return out, calls
+
+
+def _weights_by_residue(weight: Tensor, shift: Tensor, stride, padding, dilation, q: int):
+    """(C, R_total) weights (shifted), for each residue class (a, b) of the input pixel modulo the stride
+    the taps (i, j) that reach it, then o; column offsets per class; R of the largest class."""
+    c_dim, kh, kw = weight.shape[1:]
+    w = (weight - shift[:, None, None]).permute(1, 2, 3, 0)  # (C, kh, kw, O)
+    blocks, offsets, offset, largest = [], [], 0, 0
+    for a in range(stride[0]):
+        rows = [i for i in range(kh) if (a - i * dilation[0]) % stride[0] == 0]
+        for b in range(stride[1]):
+            cols = [j for j in range(kw) if (b - j * dilation[1]) % stride[1] == 0]
+            block = w[:, rows][:, :, cols].reshape(c_dim, -1)
+            blocks.append(block)
+            offsets.append(offset)
+            offset += block.shape[1]
+            largest = max(largest, block.shape[1])
+    packed = weight.new_zeros(_round_up(c_dim, q), max(offset, 1))
+    packed[:c_dim, :offset] = torch.cat(blocks, 1)
+    return packed, np.asarray(offsets, dtype=np.int64), largest
 
 
 def adder2d_grad_input(
-    grad: Tensor, input: Tensor, weight: Tensor, stride, padding, dilation, groups: int
+    grad: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    form: str | None = None,
 ) -> Tensor:
-    _threads()
-    o = weight.shape[0]
-    cg, og = input.shape[1] // groups, o // groups
-    xp = _np(_padded_channels_last(input, padding))
-    wg = _np(weight.permute(2, 3, 0, 1).contiguous())  # (kh, kw, O, C/G)
-    grad_np = _np(grad.contiguous())
-    dx = torch.empty_like(input, memory_format=torch.contiguous_format)
-    dx_np = _np(dx)
-    for g in range(groups):
-        _grad_input(
-            grad_np[:, g * og : (g + 1) * og],
-            xp[..., g * cg : (g + 1) * cg],
-            wg[:, :, g * og : (g + 1) * og],
-            dx_np[:, g * cg : (g + 1) * cg],
-            stride[0],
-            stride[1],
-            padding[0],
-            padding[1],
-            dilation[0],
-            dilation[1],
-            _one(input),
-        )
+    dx, calls = grad_input_calls(grad, input, weight, stride, padding, dilation, groups, form)
+    for name, args in calls:
+        getattr(kernels, name + "_threads")(*args)
     return dx
+
+
+def grad_input_calls(
+    grad: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    form: str | None = None,
+):
+    """The input gradient (not yet computed) and, per group, the kernel's name and ``_threads`` arguments."""
+    if form is None:
+        form = "clamp" if _finite(grad, input, weight) else "direct"
+    p, q, bits = tile("grad_input")
+    name = grad_input_name(form, p, q, bits)
+    calls = []
+    block = _BLOCK_TILES * p
+    b, c, height, width = input.shape
+    o = weight.shape[0]
+    cg, og = c // groups, o // groups
+    kh, kw = weight.shape[-2:]
+    zero, one, _ = _scalars(input)
+    dx = torch.empty_like(input, memory_format=torch.contiguous_format)
+    for g in range(groups):
+        wg = weight[g * og : (g + 1) * og]
+        shift = _shift(wg, form)
+        wall, woff, largest = _weights_by_residue(wg, shift, stride, padding, dilation, q)
+        gcl = _np(grad[:, g * og : (g + 1) * og].permute(0, 2, 3, 1).contiguous())
+        xcl = input.new_zeros(b, height, width, wall.shape[0])  # channels past C stay 0, as in wall
+        torch.sub(input[:, g * cg : (g + 1) * cg].permute(0, 2, 3, 1), shift, out=xcl[..., :cg])
+        xcl_np, dxg, wall_np = _np(xcl), _np(dx[:, g * cg : (g + 1) * cg]), _np(wall)
+        calls.append((name, (gcl, xcl_np, wall_np, woff, b * height, _chunk(b * height, 1), *stride, *padding,
+                             *dilation, kh, kw, zero, one, dxg, block, max(largest, 1))))  # fmt: skip
+    return dx, calls
+
+
+def single_thread_arguments(name: str, args: tuple) -> tuple:
+    """A ``_threads`` call's arguments turned into the kernel's own for the whole range, with scratch (what
+    each thread allocates), so that the kernel can be compiled and run by itself (``slac bench asm``)."""
+    if name.startswith("_forward"):
+        (xrow, wp, wsum, out, total, _, *rest), block = args[:-1], args[-1]
+        scratch = (np.empty((block, wp.shape[1]), wp.dtype), np.empty(block, wp.dtype),
+                   np.empty((block, 2), np.int64))  # fmt: skip
+        return (xrow, wp, wsum, out, 0, total, *rest, *scratch)
+    (gcl, xcl, wall, woff, total, _, *rest), block, rmax = args[:-2], args[-2], args[-1]
+    scratch = np.empty((block, rmax), wall.dtype), np.empty(block, wall.dtype), np.empty(block, np.int64)
+    return (gcl, xcl, wall, woff, 0, total, *rest, *scratch)
 
 
 def adder2d_grad_weight(
@@ -243,7 +299,30 @@ def adder2d_grad_weight(
     return gemm.sub_(weight * grad.sum((0, 2, 3))[:, None, None, None])
 
 
-linear_forward, linear_grad_input = linear_as_conv(adder2d_forward, adder2d_grad_input)
+def _as_image(t: Tensor) -> Tensor:
+    """(N, K) -> (1, K, Npad / 32, 32): the rows as the pixels of one image, zero rows padding N to a
+    multiple of 32, so that the kernels' tiles (along a pixel row) and the threads (over rows) are full."""
+    n = t.shape[0]
+    rows = _round_up(max(n, 1), _LINEAR_WIDTH)
+    return F.pad(t, (0, 0, 0, rows - n)).t().reshape(1, t.shape[1], rows // _LINEAR_WIDTH, _LINEAR_WIDTH)
+
+
+def _from_image(t: Tensor, n: int) -> Tensor:
+    return t.reshape(t.shape[1], -1)[:, :n].t().contiguous()
+
+
+def linear_forward(x: Tensor, weight: Tensor) -> Tensor:
+    """(N, K), (O, K) -> (N, O)."""
+    return _from_image(adder2d_forward(_as_image(x), weight[:, :, None, None], *_LINEAR), x.shape[0])
+
+
+def linear_grad_input(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """(N, O), (N, K), (O, K) -> (N, K)."""
+    image = adder2d_grad_input(_as_image(grad), _as_image(x), weight[:, :, None, None], *_LINEAR)
+    return _from_image(image, x.shape[0])
+
+
+_LINEAR = ((1, 1), (0, 0), (1, 1), 1)  # stride, padding, dilation, groups of the 1x1 convolution
 
 
 def linear_grad_weight(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
