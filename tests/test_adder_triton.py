@@ -121,6 +121,46 @@ def test_triton_adder_linear(shape):
     assert_close(dw, w.grad, n)
 
 
+def test_triton_grad_input_clamp_form_does_not_cancel():
+    """The input gradient's clamp form sum G clamp(w, x - 1, x + 1) - x sum G cancels when inputs and
+    weights share an offset (both terms near 20 sum G); the shift of both by the channel's mean weight keeps
+    it at the reference's tolerance. One-signed gradients make the sums grow with the terms: unshifted, the
+    error is several times the tolerance (5 times here), shifted a twentieth of it."""
+    from slac.ops import reference
+    from slac.ops import triton_kernels as t
+
+    conv = ([1, 1], [1, 1], [1, 1], 1)
+    x = 20 + torch.randn(2, 4, 4, 4, device=DEVICE)
+    w = 20 + torch.randn(16, 4, 3, 3, device=DEVICE)
+    g = torch.randn(2, 16, 4, 4, device=DEVICE).abs()
+    exact = reference.adder2d_grad_input(g.double(), x.double(), w.double(), *conv)
+    assert_close(t.adder2d_grad_input(g, x, w, *conv), exact.float(), w.shape[0] * 9, "offset 20")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's numpy
+def test_triton_grad_input_inf_as_reference():
+    """Entries whose clamp form is not finite (inf - inf) are formed in the direct form, which gives what
+    the reference gives for inf: an inf input HT = -1 or 1, an inf weight HT = 1 (its channel's shift is
+    then inf too), an inf or NaN gradient inf or NaN."""
+    from slac.ops import reference
+    from slac.ops import triton_kernels as t
+
+    conv = ([1, 1], [1, 1], [1, 1], 1)
+    x = torch.randn(2, 4, 5, 5, device=DEVICE)
+    w = torch.randn(3, 4, 3, 3, device=DEVICE)
+    g = torch.randn(2, 3, 5, 5, device=DEVICE)
+    x[0, 0, 2, 2], x[0, 1, 0, 4] = float("inf"), -float("inf")
+    w[2, 3, 1, 1] = float("inf")
+    g[0, 2, 4, 0], g[1, 0, 3, 3] = float("nan"), float("inf")
+    got = t.adder2d_grad_input(g, x, w, *conv)
+    exact = reference.adder2d_grad_input(g.double(), x.double(), w.double(), *conv).float()
+    finite = exact.isfinite()
+    assert 0 < finite.sum() < finite.numel() and exact.isinf().any() and exact.isnan().any()
+    assert torch.equal(got.isnan(), exact.isnan()) and torch.equal(got.isinf(), exact.isinf())
+    assert torch.equal(got[exact.isinf()], exact[exact.isinf()])
+    assert_close(got[finite], exact[finite], w.shape[0] * 9, "finite entries")
+
+
 def _offset_operands(dtype, *shapes):
     """Inputs and weights that share an offset of 20 (spread 0.2) and a gradient, rounded to ``dtype``: the
     weight gradient's two terms G.X and W.sum(G) are about 100 times their difference."""
@@ -264,13 +304,13 @@ def test_triton_kernels_compile_for_sm90_without_spilling_in_the_hot_loop(dtype)
     ]  # fmt: skip
     for r in reports:
         assert 0 < r["registers"] <= 255 and r["loop_spills"] == 0, r
-        # the |x - w| (forward) or clamp-multiply-add (grad input) arithmetic is most of the hot loop:
+        # the |x - w| (forward) or max-min-multiply-add (grad input) arithmetic is most of the hot loop:
         # 0.80-0.88 with each thread's register tile; the one-channel-per-thread layout that Triton picks
         # when a load imposes its own reached 0.74, the earlier broadcast-reduce kernels 0.36
         assert r["arithmetic_fraction"] > 0.78, r
         # one barrier per channel (output channel for the input gradient) of the tile, for the operand
         # column passed through shared memory
-        per_pair = 2 if r["kernel"] == "forward" else 4
+        per_pair = 2 if r["kernel"] == "forward" else 3
         arithmetic_per_channel = per_pair * r["BLOCK_M"] * r["BLOCK_N"] / (32 * r["num_warps"])
         assert r["barriers_per_1k"] * arithmetic_per_channel / 1000 <= 1, r
 

@@ -149,8 +149,9 @@ def _tool(name: str, *args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def _loops(sass: str) -> list[collections.Counter]:
-    """Opcode counts of every loop body: from a label to a branch back to it."""
+def _loops(sass: str) -> list[tuple[collections.Counter, bool]]:
+    """Opcode counts of the whole kernel and of every loop body (from a label to a branch back to it), each
+    with whether the loop is part of a nest (holds another loop or lies inside one)."""
     labels: dict[str, int] = {}
     ops: list[tuple[str, str]] = []
     for line in sass.splitlines():
@@ -158,24 +159,35 @@ def _loops(sass: str) -> list[collections.Counter]:
             labels[m.group(1)] = len(ops)
         elif m := re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(.*)", line):
             ops.append((m.group(1).split(".")[0], m.group(2)))
-    loops = [collections.Counter(op for op, _ in ops)]  # the whole kernel first
+    spans = []
     for end, (op, rest) in enumerate(ops):
         target = re.search(r"(\.L_x_\d+)", rest) if op == "BRA" else None
         if target and labels.get(target.group(1), end + 1) <= end:
-            loops.append(collections.Counter(o for o, _ in ops[labels[target.group(1)] : end + 1]))
+            spans.append((labels[target.group(1)], end))
+
+    def nested(a: int, b: int) -> bool:
+        return any((c, d) != (a, b) and (a <= c <= d <= b or c <= a <= b <= d) for c, d in spans)
+
+    loops = [(collections.Counter(op for op, _ in ops), False)]  # the whole kernel first
+    loops += [(collections.Counter(op for op, _ in ops[a : b + 1]), nested(a, b)) for a, b in spans]
     return loops
 
 
 def analyse(kernel) -> SassReport:
-    """Registers, spills and the hot loop's instruction mix of a compiled kernel."""
+    """Registers, spills and the hot loop's instruction mix of a compiled kernel. The hot loop is the loop
+    with the most arithmetic among those that are no part of a loop nest: the kernels' loops over channels
+    run one after another, one per tap (the taps are unrolled at compile time), while the input gradient's
+    direct form, which runs only for tiles whose clamp form is not finite, is a nest (its taps a run-time
+    loop)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(kernel.asm["cubin"])
         usage = _tool("cuobjdump", "--dump-resource-usage", path)
         sass = _tool("nvdisasm", "-c", path)
-    whole, *loops = _loops(sass)
-    hot = max(loops, key=lambda c: sum(c[a] for a in ARITHMETIC), default=collections.Counter())
+    (whole, _), *loops = _loops(sass)
+    candidates = [c for c, in_nest in loops if not in_nest] or [c for c, _ in loops]
+    hot = max(candidates, key=lambda c: sum(c[a] for a in ARITHMETIC), default=collections.Counter())
     total = sum(hot.values())
     arithmetic = sum(hot[a] for a in ARITHMETIC)
 

@@ -5,17 +5,22 @@ accumulators into one vector accumulator per scalar, kept in a register for the 
 here is such a loop written out for a fixed tile: ``P`` rows of a packed operand (pixels) times ``Q`` rows
 of the packed weights (channels), ``P * Q`` scalar accumulators, the reduction contiguous and innermost.
 Writing ``P * Q`` accumulators by hand is what this generator does; the tiles are chosen per instruction
-set (``slac.ops.cpu.TILES``). The generated file is committed (numba caches compiled code next to it)
-and a test checks that it is what this generator writes:
+set (``slac.ops.cpu.TILES``), each in a 256-bit and a 512-bit variant (the latter asks LLVM for zmm
+registers, ``slac.ops.numba_extras``), and each kernel has a ``_threads`` twin that runs it over the
+threads. Why LLVM keeps the accumulators in registers here and not in the more natural layout (output
+channels vectorized, broadcast inputs, no horizontal sums): written that way, the loop vectorizer
+vectorizes the reduction with gathers and the SLP vectorizer spills; ``slac bench asm`` shows what the
+loops below compile to. The generated file is committed (numba caches compiled code next to it) and a
+test checks that it is what this generator writes:
 
     python -m slac.ops.cpu_codegen            # rewrite src/slac/ops/_cpu_kernels.py
 
-Forward (``_forward_<form>_<P>x<Q>``): a block of output pixels is packed, each pixel's receptive field one
+Forward (``_forward_<form>_<P>x<Q>_<bits>``): a block of output pixels is packed, each pixel's receptive field one
 contiguous row of K = kh * kw * C (the "per-tile packing" that stays in cache; no unfolded input is ever
 built), then every (P pixels) x (Q output channels) tile runs over K:
     form "min":  acc += min(x, w),  y = 2 acc - sum(x) - sum(w)          (2 instructions per pair)
     form "abs":  acc += |x - w|,    y = -acc                              (3: subtract, AND, add)
-Input gradient (``_grad_input_<form>_<P>x<Q>``): a tile of P input pixels of one row that share which
+Input gradient (``_grad_input_<form>_<P>x<Q>_<bits>``): a tile of P input pixels of one row that share which
 kernel taps reach them (their residue modulo the stride), whose upstream gradients are packed as one row
 of R = taps * O, times Q input channels:
     form "clamp":  acc += g * clamp(w, x - 1, x + 1),  dx = acc - x sum(g)   (max, min, FMA: 3)
@@ -29,7 +34,7 @@ import sys
 
 FORWARD_FORMS = ("min", "abs")
 GRAD_INPUT_FORMS = ("clamp", "direct")
-# (P, Q) tiles generated: 4x4 uses 24 of AVX-512's 32 vector registers, 3x4 fits AVX2's 16
+# (P, Q) tiles generated: those slac.ops.cpu.TILES uses, and neighbours to measure them against
 GENERATED_TILES = ((4, 4), (3, 4), (3, 3), (2, 4), (4, 2), (2, 2))
 VECTOR_BITS = (256, 512)  # the vector width LLVM is asked to prefer (512: slac.ops.numba_extras)
 TARGET = pathlib.Path(__file__).with_name("_cpu_kernels.py")

@@ -9,15 +9,38 @@ backward), launchers that own shapes, strides and block sizes, and the six backe
                  the input patch is gathered with masked loads (a padded position loads 0, so it
                  contributes |w| as in the official code); nothing is unfolded in memory.
     grad input   dX[b, c, q] = sum_{o,i,j: q = p*s - pad + (i,j)*d} G[b,o,p] * HT(W[o,c,i,j] - X[b,c,q])
+                             = sum G * clamp(W', X' - 1, X' + 1) - X' * sum G
                  an implicit GEMM over input pixels (M) x input channels (N), reducing over the (o, i, j)
-                 that reach q; HT = clamp(., -1, 1).
+                 that reach q; HT = clamp(., -1, 1). Formed in the second (clamp) form, with X' = X - s_c
+                 and W' = W - s_c shifted by the mean s_c of input channel c's weights (see below).
     grad weight  dW = (G . Xcols) - W * sum G: the convolution weight gradient (cuDNN through torch, with
                  TF32 off so that it is exact float32) and the correction term.
 
 Inputs may be float32, float16 or bfloat16 (accumulated in float32) or float64 (accumulated in float64),
 in any memory layout (strides are kernel arguments, so channels_last inputs are read in place). The inner
 step is |x - w| (no tensor cores can help: it is not a dot product), so the ceiling is the FP32 rate of
-the CUDA cores: two instructions per pair (a subtraction, and an addition of its absolute value).
+the CUDA cores: two instructions per pair in the forward (a subtraction, and an addition of its absolute
+value), three in the input gradient (a max and a min against the bounds x' - 1 and x' + 1, formed once per
+tile, and a fused multiply-add; the direct form takes four: w - x, two clamps, the multiply-add). The sum
+of G that the clamp form subtracts, times x', is one addition per loaded G (O(M) per step, not O(M N)).
+
+The clamp form's two terms are each about |x'| sum |G| and cancel to the size of the result, so it is
+formed from values shifted by a per input channel constant, as the cpu backend does: s_c, the mean of the
+weights W[o, c, i, j] of channel c over (o, i, j) (within its group), leaves HT(w - x) unchanged and
+makes x' and w' of the size of x - w for inputs and weights that share an offset (tests: offset 20 at the
+reference's tolerances). The launcher computes s_c and the shifted weights W' (in the accumulation dtype,
+a small tensor); the kernel subtracts s_c from its input tile once, as it loads it. The error still grows
+with |x'| (x' +- 1 are rounded), as the cpu backend's FORMS bound says.
+
+Not finite: an inf input makes the clamp form inf - inf = NaN where HT gives -1 or 1, an inf weight makes
+its channel's s_c inf. Every tile checks its clamp-form result (x - x is 0 only for finite x) and forms
+the entries that are not finite again in the direct form, from the unshifted x and w, which gives what the
+kernel gave before the clamp form (the reference's values for inf inputs, weights and gradients; a NaN
+difference w - x clamps to -1, where the reference gives NaN). That check is one reduction per program,
+and the direct form runs only in tiles that hold a non-finite entry, so there is no host sync: the cpu
+backend's choice per call, ``torch.isfinite(t.sum())`` of each tensor, would cost three reductions and a
+host sync per call on a GPU (and is not allowed while a CUDA graph is captured). A step with inf gradients
+(a loss-scaler overflow) runs both forms in the tiles that they reach.
 
 Both kernels are loops of rank-1 updates: for each tap (i, j) and channel, a column of BLOCK_M pixels and a
 row of BLOCK_N channels are loaded and every pair of them is accumulated. Each thread owns a THREAD_M x
@@ -134,9 +157,10 @@ def _autotune(n_arg: str, space: list[Block]):
 # channel count is the one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code,
 # specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills in its hot loop, and 70-88%
 # of the hot loop's instructions are the kernel's arithmetic (79-88% for the first fitting config;
-# BENCHMARKS.md). An 8 x 8 register tile per thread is
-# what the forward's registers allow; the input gradient also holds its THREAD_M x THREAD_N inputs, and an
-# 8 x 8 tile of it spills.
+# BENCHMARKS.md; the input gradient's clamp form 81-85%, fewer instructions of arithmetic beside the same
+# loads and barriers). An 8 x 8 register tile per thread is what the forward's registers allow; the input
+# gradient also holds two bounds (x' - 1, x' + 1) per entry of its THREAD_M x THREAD_N tile, 8 x 4 of them
+# take 167-202 registers.
 FORWARD_SPACE = [
     Block(128, 64, 4, 2, 8, 8),  # a pair costs 2 instructions: x - w, and acc + |.|
     Block(256, 32, 4, 2, 16, 4),
@@ -145,7 +169,7 @@ FORWARD_SPACE = [
     Block(64, 16, 1, 4, 4, 8),
 ]
 GRAD_INPUT_SPACE = [
-    Block(128, 32, 4, 2, 8, 4),  # a pair costs 4 instructions: w - x, two clamps, a fused multiply-add
+    Block(128, 32, 4, 2, 8, 4),  # a pair costs 3 instructions: a max, a min, a fused multiply-add
     Block(64, 32, 2, 2, 8, 4),
     Block(256, 32, 8, 2, 8, 4),
     Block(128, 16, 2, 2, 8, 4),
@@ -234,10 +258,77 @@ def _adder2d_forward_kernel(
     tl.store(y_ptr + y_offsets, -_flat_tile(acc, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
 
 
+@triton.jit
+def _grad_input_clamp(
+    g_ptr, w_ptr, lo, hi, g_group, w_cols, mask_m, mask_n, hq, wq, rh, rw, out_h, out_w,
+    sgo, sgh, sgw, swo, swh, sww,
+    OUT_PER_GROUP, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr, UNROLL: tl.constexpr,
+    THREAD_M: tl.constexpr, THREAD_N: tl.constexpr, LANES_M: tl.constexpr, LANES_N: tl.constexpr,
+):  # fmt: skip
+    """The input gradient's sum in the clamp form over the output channels o and taps (i, j) that reach the
+    tile's pixels: sum G * clamp(w, lo, hi) as a register tile (a max, a min and a multiply-add per pair),
+    and sum G over the same terms per pixel, as a flat (BLOCK_M,) vector (an addition per loaded G)."""
+    acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
+    g_sum = tl.zeros((THREAD_M * LANES_M,), dtype=ACC)
+    for i in tl.static_range(KH):
+        th = rh + pad_h - i * dil_h  # = oh * s_h - hq * s_h for the output row oh that reaches h through i
+        if th % stride_h == 0:
+            oh = hq + th // stride_h
+            for j in tl.static_range(KW):
+                tw = rw + pad_w - j * dil_w
+                if tw % stride_w == 0:
+                    ow = wq + tw // stride_w
+                    reach = mask_m & (oh >= 0) & (oh < out_h) & (ow >= 0) & (ow < out_w)
+                    g_tap = g_group + oh * sgh + ow * sgw
+                    w_tap = w_cols + i * swh + j * sww
+                    for o in tl.range(0, OUT_PER_GROUP, loop_unroll_factor=UNROLL):
+                        g = tl.load(g_ptr + o * sgo + g_tap, mask=reach, other=0.0).to(ACC)  # (M,)
+                        wv = tl.load(w_ptr + o * swo + w_tap, mask=mask_n, other=0.0).to(ACC)  # (N,)
+                        clamped = tl.minimum(tl.maximum(_thread_cols(wv, THREAD_N, LANES_N), lo), hi)
+                        acc += _thread_rows(g, THREAD_M, LANES_M) * clamped
+                        g_sum += g
+    return acc, g_sum
+
+
+@triton.jit
+def _grad_input_direct(
+    g_ptr, w_ptr, x, g_group, w_cols, mask_m, mask_n, hq, wq, rh, rw, out_h, out_w,
+    sgo, sgh, sgw, swo, swh, sww,
+    OUT_PER_GROUP, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+    THREAD_M: tl.constexpr, THREAD_N: tl.constexpr, LANES_M: tl.constexpr, LANES_N: tl.constexpr,
+):  # fmt: skip
+    """The same sum in the direct form, sum G * HT(w - x) (w - x, two clamps, a multiply-add per pair), for
+    the entries whose clamp form is not finite: inf inputs and weights give HT = -1 or 1, as in the
+    reference; a NaN difference clamps to -1 (tl.maximum returns the number), where the reference gives
+    NaN, as this kernel did before the clamp form. Its taps are a run-time loop and it is not unrolled: a
+    static one shared its per-tap offsets with the clamp form's loops, which then held them live throughout
+    (about 20 registers more), and a loop nest is what `slac bench sass` leaves out of the hot loop."""
+    acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
+    for tap in tl.range(0, KH * KW, loop_unroll_factor=1):
+        i = tap // KW
+        j = tap % KW
+        th = rh + pad_h - i * dil_h
+        tw = rw + pad_w - j * dil_w
+        if (th % stride_h == 0) & (tw % stride_w == 0):
+            oh = hq + th // stride_h
+            ow = wq + tw // stride_w
+            reach = mask_m & (oh >= 0) & (oh < out_h) & (ow >= 0) & (ow < out_w)
+            g_tap = g_group + oh * sgh + ow * sgw
+            w_tap = w_cols + i * swh + j * sww
+            for o in tl.range(0, OUT_PER_GROUP, loop_unroll_factor=1):
+                g = tl.load(g_ptr + o * sgo + g_tap, mask=reach, other=0.0).to(ACC)
+                wv = tl.load(w_ptr + o * swo + w_tap, mask=mask_n, other=0.0).to(ACC)
+                ht = tl.minimum(tl.maximum(_thread_cols(wv, THREAD_N, LANES_N) - x, -1.0), 1.0)
+                acc += _thread_rows(g, THREAD_M, LANES_M) * ht
+    return acc
+
+
 @_autotune("C_PER_GROUP", GRAD_INPUT_SPACE)
 @triton.jit
 def _adder2d_grad_input_kernel(
-    g_ptr, x_ptr, w_ptr, dx_ptr,
+    g_ptr, x_ptr, w_ptr, ws_ptr, s_ptr, dx_ptr,
     n_pixels, pixel_bucket, height, width, out_h, out_w, class_h, class_w,
     sgb, sgo, sgh, sgw,
     sxb, sxc, sxh, sxw,
@@ -254,6 +345,10 @@ def _adder2d_grad_input_kernel(
     # program takes input pixels of one residue class h = rh + s_h * hq, w = rw + s_w * wq: the taps that
     # reach such a pixel are the same for the whole class (i * d_h = rh + pad_h mod s_h), and each reaches
     # it from the output pixel (hq, wq) + a constant, so no term is masked out for the stride.
+    # The sum is formed as sum G * clamp(w', x' - 1, x' + 1) - x' * sum G, with x' = x - s_c and w' = w - s_c
+    # shifted by the channel's mean weight s_c (ws_ptr holds w', s_ptr s_c; w_ptr the unshifted weights);
+    # the entries of a tile that are not finite then are formed again in the direct form from x and w (see
+    # the module docstring).
     LANES_M: tl.constexpr = BLOCK_M // THREAD_M
     LANES_N: tl.constexpr = BLOCK_N // THREAD_N
     pid_m = tl.program_id(0)
@@ -291,28 +386,45 @@ def _adder2d_grad_input_kernel(
     # (N,) offsets in 64 bits from a uniform base: a thread's THREAD_N weights at constant distances
     w_cols = (group * OUT_PER_GROUP * swo + n0 * swc).to(tl.int64)  # the weight's channel is in the group
     w_cols += tl.arange(0, BLOCK_N) * swc
+    shift = tl.load(s_ptr + group * C_PER_GROUP + offs_n, mask=mask_n, other=0.0)  # s_c, in ACC
+    x_shifted = x - _thread_cols(shift, THREAD_N, LANES_N)
 
-    acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
-    for i in tl.static_range(KH):
-        th = rh + pad_h - i * dil_h  # = oh * s_h - hq * s_h for the output row oh that reaches h through i
-        if th % stride_h == 0:
-            oh = hq + th // stride_h
-            for j in tl.static_range(KW):
-                tw = rw + pad_w - j * dil_w
-                if tw % stride_w == 0:
-                    ow = wq + tw // stride_w
-                    reach = mask_m & (oh >= 0) & (oh < out_h) & (ow >= 0) & (ow < out_w)
-                    g_tap = g_group + oh * sgh + ow * sgw
-                    w_tap = w_cols + i * swh + j * sww
-                    for o in tl.range(0, OUT_PER_GROUP, loop_unroll_factor=UNROLL):
-                        g = tl.load(g_ptr + o * sgo + g_tap, mask=reach, other=0.0).to(ACC)  # (M,)
-                        wv = tl.load(w_ptr + o * swo + w_tap, mask=mask_n, other=0.0).to(ACC)  # (N,)
-                        ht = tl.minimum(tl.maximum(_thread_cols(wv, THREAD_N, LANES_N) - x, -1.0), 1.0)
-                        acc += _thread_rows(g, THREAD_M, LANES_M) * ht
+    # the bounds x' - 1 and x' + 1 once per tile, then a max, a min and a multiply-add per pair
+    lo = x_shifted - 1.0
+    hi = x_shifted + 1.0
+    acc, g_sum = _grad_input_clamp(
+        g_ptr, ws_ptr, lo, hi, g_group, w_cols, mask_m, mask_n, hq, wq, rh, rw,
+        out_h, out_w, sgo, sgh, sgw, swo, swh, sww,
+        OUT_PER_GROUP, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+        KH, KW, ACC, UNROLL, THREAD_M, THREAD_N, LANES_M, LANES_N,
+    )  # fmt: skip
+    # x' as the bounds' midpoint, within a rounding of x' (x' itself, held through the loop beside the
+    # bounds or loaded again here, took up to 45 more registers on sm_90, on a ResNet-18 layer)
+    dx = acc - _thread_rows(g_sum, THREAD_M, LANES_M) * (0.5 * (lo + hi))
+
+    # inf or NaN (x - x is 0 only for finite x): an input, weight or gradient that is not finite, or an
+    # overflow; the clamp form gives NaN for inf - inf. Those entries are formed in the direct form from the
+    # unshifted input, loaded again (rare: holding it through the loop would cost registers)
+    finite = dx - dx == 0.0
+    if tl.sum(tl.where(finite, 0, 1)) > 0:
+        x_rows = b * sxb + h * sxh + w_ * sxw
+        x_cols = (group * C_PER_GROUP + offs_n) * sxc
+        x = tl.load(
+            x_ptr + _thread_rows(x_rows, THREAD_M, LANES_M) + _thread_cols(x_cols, THREAD_N, LANES_N),
+            mask=_thread_rows(mask_m, THREAD_M, LANES_M) & _thread_cols(mask_n, THREAD_N, LANES_N),
+            other=0.0,
+        ).to(ACC)
+        direct = _grad_input_direct(
+            g_ptr, w_ptr, x, g_group, w_cols, mask_m, mask_n, hq, wq, rh, rw,
+            out_h, out_w, sgo, sgh, sgw, swo, swh, sww,
+            OUT_PER_GROUP, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+            KH, KW, ACC, THREAD_M, THREAD_N, LANES_M, LANES_N,
+        )  # fmt: skip
+        dx = tl.where(finite, dx, direct)
 
     c = group * C_PER_GROUP + offs_n
     dx_offsets = b[:, None] * sdb + c[None, :] * sdc + h[:, None] * sdh + w_[:, None] * sdw
-    tl.store(dx_ptr + dx_offsets, _flat_tile(acc, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(dx_ptr + dx_offsets, _flat_tile(dx, BLOCK_M, BLOCK_N), mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -437,8 +549,19 @@ def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, str
     b, _, h, w = input.shape
     o, cg, kh, kw = weight.shape
     ho, wo = grad.shape[-2:]
-    # input channels contiguous: a thread's THREAD_N weights of one (output channel, tap) are one vector load
-    weight = weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    og = o // groups
+    # the shift s_c of the clamp form: the mean of input channel c's weights (over the output channels of
+    # its group and the taps), in the accumulation dtype (float32 for half weights), as a (C,) vector; and
+    # the shifted weights w - s_c
+    weight = weight.detach()  # out= below refuses tensors that require grad
+    by_group = weight.unflatten(0, (groups, og))  # (G, O/G, C/G, kh, kw)
+    shift = by_group.mean((1, 3, 4), keepdim=True, dtype=_acc_dtype(input))  # (G, 1, C/G, 1, 1)
+    # input channels contiguous: a thread's THREAD_N weights of one (output channel, tap) are one vector
+    # load. The shifted weights (in the accumulation dtype) and a copy of the weights, for the direct form,
+    # are laid out alike, so that they share their strides
+    shifted = torch.empty((o, kh, kw, cg), device=weight.device, dtype=shift.dtype).permute(0, 3, 1, 2)
+    torch.sub(by_group, shift, out=shifted.unflatten(0, (groups, og)))
+    weight = torch.empty_like(shifted, dtype=weight.dtype).copy_(weight)
     _check_index_range(grad, input, weight, dx)
     _check_grid(groups * triton.cdiv(cg, MIN_BLOCK_N), "groups x input channels")
     # input pixels in stride_h * stride_w residue classes of class_h x class_w pixels each (the last rows
@@ -454,10 +577,10 @@ def grad_input_call(grad: Tensor, input: Tensor, weight: Tensor, dx: Tensor, str
         )
 
     args = (
-        grad, input, weight, dx,
+        grad, input, weight, shifted, shift.reshape(-1), dx,
         n_pixels, pixel_bucket(n_pixels), h, w, ho, wo, class_h, class_w,
         *grad.stride(), *input.stride(), *weight.stride(), *dx.stride(),
-        cg, o // groups, *stride, *padding, *dilation,
+        cg, og, *stride, *padding, *dilation,
     )  # fmt: skip
     constexprs = {"KH": kh, "KW": kw, "ACC": _acc(input)}
     return KernelCall(_adder2d_grad_input_kernel, args, constexprs, grid, cg)
