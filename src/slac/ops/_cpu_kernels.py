@@ -328,6 +328,11 @@ def _grad_input_clamp_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 4):
@@ -503,6 +508,11 @@ def _grad_input_direct_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 4):
@@ -938,6 +948,11 @@ def _grad_input_clamp_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 4):
@@ -1114,6 +1129,11 @@ def _grad_input_direct_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 4):
@@ -1508,6 +1528,11 @@ def _grad_input_clamp_3x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 3):
@@ -1657,6 +1682,11 @@ def _grad_input_direct_3x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 3):
@@ -2032,6 +2062,11 @@ def _grad_input_clamp_3x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 3):
@@ -2182,6 +2217,11 @@ def _grad_input_direct_3x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 3):
@@ -2528,6 +2568,11 @@ def _grad_input_clamp_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 3):
                     for t in range(0, nb, 3):
@@ -2657,6 +2702,11 @@ def _grad_input_direct_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 3):
                     for t in range(0, nb, 3):
@@ -2989,6 +3039,11 @@ def _grad_input_clamp_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 3):
                     for t in range(0, nb, 3):
@@ -3119,6 +3174,11 @@ def _grad_input_direct_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 3):
                     for t in range(0, nb, 3):
@@ -3436,6 +3496,11 @@ def _grad_input_clamp_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 2):
@@ -3559,6 +3624,11 @@ def _grad_input_direct_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 2):
@@ -3874,6 +3944,11 @@ def _grad_input_clamp_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 2):
@@ -3998,6 +4073,11 @@ def _grad_input_direct_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 4):
                     for t in range(0, nb, 2):
@@ -4318,6 +4398,11 @@ def _grad_input_clamp_4x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 4):
@@ -4441,6 +4526,11 @@ def _grad_input_direct_4x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 4):
@@ -4764,6 +4854,11 @@ def _grad_input_clamp_4x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 4):
@@ -4888,6 +4983,11 @@ def _grad_input_direct_4x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 4):
@@ -5164,6 +5264,11 @@ def _grad_input_clamp_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 2):
@@ -5259,6 +5364,11 @@ def _grad_input_direct_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 2):
@@ -5514,6 +5624,11 @@ def _grad_input_clamp_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 2):
@@ -5610,6 +5725,11 @@ def _grad_input_direct_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, 2):
                     for t in range(0, nb, 2):

@@ -204,6 +204,11 @@ def {grad_input_name(form, P, Q, bits)}(gcl, xcl, wall, woff, start, stop, sh, s
                         s += gb[t, e]
                     sgb[t] = s
                     rlen = k
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
                 off = woff[cls]
                 for c0 in range(0, cpad, {Q}):
                     for t in range(0, nb, {P}):
