@@ -60,7 +60,7 @@ BACKENDS: dict[str, AdderBackend] = {
             "slac.ops.cpu",
             ("cpu",),
             requires=("numba",),
-            description="numba direct convolution, register-tiled and parallel",
+            description="numba register-blocked micro-kernels (min and clamp forms), multithreaded",
         ),
         AdderBackend(
             "triton",
