@@ -142,6 +142,14 @@ def test_generated_kernels_are_the_generators_output():
     assert cpu_codegen.TARGET.read_text() == cpu_codegen.source(), "run: python -m slac.ops.cpu_codegen"
 
 
+def test_forms_are_checked():
+    x, w = torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="forward form 'clamp'"):
+        cpu.adder2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1, form="clamp")
+    with pytest.raises(ValueError, match="grad_input form 'min'"):
+        cpu.adder2d_grad_input(torch.randn(1, 3, 4, 4), x, w, (1, 1), (1, 1), (1, 1), 1, form="min")
+
+
 def test_tile_override_is_checked(monkeypatch):
     cpu.tile.cache_clear()
     try:

@@ -136,6 +136,11 @@ def _finite(*tensors: Tensor) -> bool:
     return all(bool(torch.isfinite(t.sum())) for t in tensors)
 
 
+def _check_form(kind: str, form: str) -> None:
+    if form not in FORMS[kind]:
+        raise ValueError(f"{kind} form {form!r}: choose one of {FORMS[kind]} (or None: chosen per call)")
+
+
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
@@ -176,6 +181,7 @@ def forward_calls(
     """The output (not yet computed) and, per group, the kernel's name and its ``_threads`` arguments."""
     if form is None:
         form = "min" if _finite(input, weight) else "abs"
+    _check_form("forward", form)
     p, q, bits = tile("forward")
     name = forward_name(form, p, q, bits)
     calls = []
@@ -253,6 +259,7 @@ def grad_input_calls(
     """The input gradient (not yet computed) and, per group, the kernel's name and ``_threads`` arguments."""
     if form is None:
         form = "clamp" if _finite(grad, input, weight) else "direct"
+    _check_form("grad_input", form)
     p, q, bits = tile("grad_input")
     name = grad_input_name(form, p, q, bits)
     calls = []
