@@ -76,8 +76,10 @@ def test_float64_dilation_and_groups(tile, use_tile):
     use_tile(*tile)
     x = torch.randn(3, 8, 9, 7, dtype=torch.float64)
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    wide = torch.randn(1, 4, 3, 41, dtype=torch.float64)  # rows of several gradient blocks (8 P pixels each)
     for form in (("min", "clamp"), ("abs", "direct")):
         _check(x, w, (2, 2, 2, 2), *form)
+        _check(wide, w[:, :4], (1, 1, 1, 1), *form, "wide row")
 
 
 # the rewritten forms' error against float64 may be at most this multiple of the direct forms' (worst over
@@ -136,6 +138,34 @@ def test_non_finite_inputs_take_the_direct_forms():
     assert y.isinf().any() and not y.isnan().any()
     forced = cpu.adder2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1, form="min")
     assert forced.isnan().any()  # what the min form would have given
+
+
+def test_non_finite_values_in_the_backward_take_the_direct_form():
+    """inf in the input or the upstream gradient: the clamp form would subtract inf from inf."""
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3)
+    with torch.no_grad():
+        x[0, 1, 2, 2] = float("inf")
+    gy = torch.randn(1, 4, 6, 6)
+    gy[0, 2, 4, 4] = -float("inf")
+    grads = []
+    for backend in ("cpu", "reference"):
+        x.grad = None
+        functional.adder2d(x, w, padding=1, backend=backend).backward(gy)
+        grads.append(x.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], equal_nan=True)
+    assert grads[1].isinf().any()
+
+
+def test_inputs_far_from_the_weights_take_the_direct_input_gradient():
+    """Inputs of 100 against weights near 0 (no shared offset the shift could remove): the clamp form's
+    terms are 100x the direct form's. The backend takes the direct form and matches the reference; the
+    clamp form, forced, would not."""
+    x = 100 * torch.randn(2, 64, 6, 6)
+    w = torch.randn(64, 64, 3, 3)
+    _check(x, w, (1, 1, 1, 1), "min", None, "automatic")
+    with pytest.raises(AssertionError):
+        _check(x, w, (1, 1, 1, 1), "min", "clamp", "clamp forced")
 
 
 def test_generated_kernels_are_the_generators_output():

@@ -63,8 +63,12 @@ def _instructions(lines: list[str]) -> list[str]:
     ]
 
 
-def _count_arithmetic(body: list[str]) -> int:
-    return sum(bool(_ARITHMETIC.match(i.split()[0])) for i in body)
+def _count_arithmetic(body: list[str]) -> tuple[int, int]:
+    """(arithmetic instructions, the widest register among them): a tie between the vector body and its
+    remainder or epilogue loops goes to the widest."""
+    found = [i for i in body if _ARITHMETIC.match(i.split()[0])]
+    width = max((512 if "zmm" in i else 256 if "ymm" in i else 128 for i in found), default=0)
+    return len(found), width
 
 
 def hot_loop(asm: str) -> list[str]:
@@ -80,7 +84,7 @@ def hot_loop(asm: str) -> list[str]:
     innermost = [
         (a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
     ]
-    best: list[str] = []
+    best: list[str] = []  # the innermost loop with the most arithmetic, the widest on a tie
     for a, b in innermost:
         body = _instructions(lines[a : b + 1])
         if _count_arithmetic(body) > _count_arithmetic(best):
@@ -96,7 +100,7 @@ def analyse(kernel: str, dtype: str, asm: str) -> AsmReport:
     for instruction in body:
         mnemonic, _, operand_text = instruction.replace("\t", " ").partition(" ")
         operands = [o.strip() for o in re.split(r",(?![^(]*\))", operand_text) if o.strip()]
-        if "(%rsp)" in operand_text or "(%rbp)" in operand_text:
+        if "(%rsp)" in operand_text:
             spills += 1
         if any("(" in o for o in operands[:-1]) or (mnemonic.startswith("vmov") and "(" in operands[0]):
             loads += 1

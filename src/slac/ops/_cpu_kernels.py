@@ -8,6 +8,7 @@ from slac.ops.numba_extras import prefer_512_bit_vectors
 
 # reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+# numba_extras.py sha1: 661efd4f1a7cf553adb64a150652694aff3e8164
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)

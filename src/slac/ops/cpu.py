@@ -66,7 +66,14 @@ __all__ = [
 # test_adder_cpu.py, offsets 10 and 20 on ResNet-20 shapes, against float64): with the shift at most 3.2x
 # the direct forms' error, without it up to 8x (forward) and 37x (input gradient); both within the
 # reference's test tolerances.
+# The clamp form has one more cancellation: its terms are of the size of |x'| where the direct form's are at
+# most 1 (HT clips), so its error grows like eps |x'| sum |g| when inputs sit far from the weights (inputs
+# of 100, weights near 0), shared offset or not. A group whose max |x'| exceeds _CLAMP_LIMIT takes the
+# direct form (one pass over the input to decide). In the direct form a tap that reaches no output pixel
+# still multiplies a zero gradient by HT(w - x), so a NaN input or weight there gives NaN where the
+# reference gives 0; finite values are exact.
 FORMS = {"forward": ("min", "abs"), "grad_input": ("clamp", "direct")}
+_CLAMP_LIMIT = 16.0
 # (P, Q, vector bits) per kernel by vector registers of the target. AVX-512 (32 registers): the forward's
 # 4 x 4 accumulators plus 8 operands; the clamp gradient's 2 x 4 accumulators plus 16 clamp bounds and 6
 # operands; both with 512-bit vectors (numba_extras). AVX2 (16 registers): 3 x 3 and 2 x 2, the largest
@@ -83,12 +90,14 @@ assert all(t[:2] in GENERATED_TILES and t[2] in VECTOR_BITS for d in TILES.value
 
 
 def _target_vector_registers() -> int:
-    """32 when numba compiles for AVX-512 (host CPU, or NUMBA_CPU_NAME/NUMBA_CPU_FEATURES), else 16."""
-    import llvmlite.binding as llvm
+    """32 when the features numba compiles with include AVX-512, else 16. They are NUMBA_CPU_FEATURES when
+    set, else the host's (numba's own rule, which also applies NUMBA_ENABLE_AVX; NUMBA_CPU_NAME alone does
+    not change them). With NUMBA_CPU_FEATURES="" the CPU name's defaults apply, which this reads as 16."""
+    from numba.core.codegen import get_host_cpu_features
 
     features = numba.config.CPU_FEATURES
     if features is None:
-        features = llvm.get_host_cpu_features().flatten() if numba.config.CPU_NAME is None else ""
+        features = get_host_cpu_features()
     return 32 if "+avx512f" in features.split(",") else 16
 
 
@@ -179,6 +188,7 @@ def forward_calls(
     input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
 ):
     """The output (not yet computed) and, per group, the kernel's name and its ``_threads`` arguments."""
+    input, weight = input.detach(), weight.detach()
     if form is None:
         form = "min" if _finite(input, weight) else "abs"
     _check_form("forward", form)
@@ -257,11 +267,12 @@ def grad_input_calls(
     form: str | None = None,
 ):
     """The input gradient (not yet computed) and, per group, the kernel's name and ``_threads`` arguments."""
-    if form is None:
+    grad, input, weight = grad.detach(), input.detach(), weight.detach()
+    automatic = form is None
+    if automatic:
         form = "clamp" if _finite(grad, input, weight) else "direct"
     _check_form("grad_input", form)
     p, q, bits = tile("grad_input")
-    name = grad_input_name(form, p, q, bits)
     calls = []
     block = _BLOCK_TILES * p
     b, c, height, width = input.shape
@@ -277,6 +288,11 @@ def grad_input_calls(
         gcl = _np(grad[:, g * og : (g + 1) * og].permute(0, 2, 3, 1).contiguous())
         xcl = input.new_zeros(b, height, width, wall.shape[0])  # channels past C stay 0, as in wall
         torch.sub(input[:, g * cg : (g + 1) * cg].permute(0, 2, 3, 1), shift, out=xcl[..., :cg])
+        group_form = form
+        if automatic and form == "clamp" and bool(xcl.abs().amax() > _CLAMP_LIMIT):
+            group_form = "direct"  # inputs far from the weights: the clamp form would cancel (FORMS);
+            # HT(w' - x') = HT(w - x), so the shifted operands serve the direct form as they are
+        name = grad_input_name(group_form, p, q, bits)
         xcl_np, dxg, wall_np = _np(xcl), _np(dx[:, g * cg : (g + 1) * cg]), _np(wall)
         calls.append((name, (gcl, xcl_np, wall_np, woff, b * height, _chunk(b * height, 1), *stride, *padding,
                              *dilation, kh, kw, zero, one, dxg, block, max(largest, 1))))  # fmt: skip

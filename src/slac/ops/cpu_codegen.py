@@ -29,6 +29,7 @@ of R = taps * O, times Q input channels:
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import sys
 
@@ -259,7 +260,10 @@ def {kernel}_threads({params}):  # pragma: no cover - compiled
 
 
 def source() -> str:
-    parts = [_HEADER]
+    # numba's cache is keyed on this file's timestamp only: the intrinsic's source goes into it, so that a
+    # change there means regenerating this file (the test of the generated source fails until then)
+    extras = pathlib.Path(__file__).with_name("numba_extras.py").read_bytes()
+    parts = [_HEADER, f"# numba_extras.py sha1: {hashlib.sha1(extras).hexdigest()}\n"]
     for p, q in GENERATED_TILES:
         for bits in VECTOR_BITS:
             for form in FORWARD_FORMS:
