@@ -77,7 +77,8 @@ _CLAMP_LIMIT = 16.0
 # (P, Q, vector bits) per kernel by vector registers of the target. AVX-512 (32 registers): the forward's
 # 4 x 4 accumulators plus 8 operands; the clamp gradient's 2 x 4 accumulators plus 16 clamp bounds and 6
 # operands; both with 512-bit vectors (numba_extras). AVX2 (16 registers): 3 x 3 and 2 x 2, the largest
-# without spills (3 x 4 and 2 x 4 spill). Chosen from `slac bench adder` (timing) and `slac bench asm`.
+# without spills (4 x 4, 2 x 4 and 3 x 4 spill; 3 x 4 is no longer generated). Chosen from `slac bench
+# adder` (timing) and `slac bench asm`.
 TILES = {
     32: {"forward": (4, 4, 512), "grad_input": (2, 4, 512)},
     16: {"forward": (3, 3, 256), "grad_input": (2, 2, 256)},
@@ -178,10 +179,14 @@ def _padded_channels_last(input: Tensor, padding, shift: Tensor) -> Tensor:
 def adder2d_forward(
     input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
 ) -> Tensor:
-    out, calls = forward_calls(input, weight, stride, padding, dilation, groups, form)
+    return _run(*forward_calls(input, weight, stride, padding, dilation, groups, form))
+
+
+def _run(result: Tensor, calls) -> Tensor:
+    """Runs each (kernel name, ``_threads`` arguments) of ``forward_calls`` / ``grad_input_calls``."""
     for name, args in calls:
         getattr(kernels, name + "_threads")(*args)
-    return out
+    return result
 
 
 def forward_calls(
@@ -220,7 +225,7 @@ def forward_calls(
     return out, calls
 
 
-def _weights_by_residue(weight: Tensor, shift: Tensor, stride, padding, dilation, q: int):
+def _weights_by_residue(weight: Tensor, shift: Tensor, stride, dilation, q: int):
     """(C, R_total) weights (shifted), for each residue class (a, b) of the input pixel modulo the stride
     the taps (i, j) that reach it, then o; column offsets per class; R of the largest class."""
     c_dim, kh, kw = weight.shape[1:]
@@ -250,10 +255,7 @@ def adder2d_grad_input(
     groups: int,
     form: str | None = None,
 ) -> Tensor:
-    dx, calls = grad_input_calls(grad, input, weight, stride, padding, dilation, groups, form)
-    for name, args in calls:
-        getattr(kernels, name + "_threads")(*args)
-    return dx
+    return _run(*grad_input_calls(grad, input, weight, stride, padding, dilation, groups, form))
 
 
 def grad_input_calls(
@@ -284,7 +286,7 @@ def grad_input_calls(
     for g in range(groups):
         wg = weight[g * og : (g + 1) * og]
         shift = _shift(wg, form)
-        wall, woff, largest = _weights_by_residue(wg, shift, stride, padding, dilation, q)
+        wall, woff, largest = _weights_by_residue(wg, shift, stride, dilation, q)
         gcl = _np(grad[:, g * og : (g + 1) * og].permute(0, 2, 3, 1).contiguous())
         xcl = input.new_zeros(b, height, width, wall.shape[0])  # channels past C stay 0, as in wall
         torch.sub(input[:, g * cg : (g + 1) * cg].permute(0, 2, 3, 1), shift, out=xcl[..., :cg])

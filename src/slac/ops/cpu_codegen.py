@@ -35,8 +35,8 @@ import sys
 
 FORWARD_FORMS = ("min", "abs")
 GRAD_INPUT_FORMS = ("clamp", "direct")
-# (P, Q) tiles generated: those slac.ops.cpu.TILES uses, and neighbours to measure them against
-GENERATED_TILES = ((4, 4), (3, 4), (3, 3), (2, 4), (4, 2), (2, 2))
+# (P, Q) tiles generated: those slac.ops.cpu.TILES uses (4 x 4, 2 x 4 on AVX-512; 3 x 3, 2 x 2 on AVX2)
+GENERATED_TILES = ((4, 4), (3, 3), (2, 4), (2, 2))
 VECTOR_BITS = (256, 512)  # the vector width LLVM is asked to prefer (512: slac.ops.numba_extras)
 TARGET = pathlib.Path(__file__).with_name("_cpu_kernels.py")
 
