@@ -685,7 +685,9 @@ class Trainer:
                 row.update(self._train_epoch())
                 self.epoch += 1
                 if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
+                    started = time.perf_counter()
                     row.update(self._evaluate())
+                    row["eval_seconds"] = time.perf_counter() - started  # recalibration and both tests
                 is_best = row.get("test_top1", -1.0) > self.best["test_top1"]
                 if is_best:
                     self.best = {"test_top1": row["test_top1"], "epoch": self.epoch}
