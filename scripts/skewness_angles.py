@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
-from slac.heads.losses import angle_constraint, skewness_cosine
+from slac.analysis.tails import skewness_angles
 from slac.train import load_checkpoint
 
 
@@ -21,17 +19,12 @@ def main(runs: list[str]) -> int:
     print("| run | head | mean pairwise cos(gamma) | L_ac |")
     print("|---|---|---:|---:|")
     for run in runs:
-        state = load_checkpoint(run)
-        weights = state["model"]
-        if "head.skewness" not in weights:
-            print(f"| {run} | {state['config']['head']} | (no skewness) | |")
+        head = load_checkpoint(run)["config"]["head"]
+        angles = skewness_angles(run)
+        if angles is None:
+            print(f"| {run} | {head} | (no skewness) | |")
             continue
-        gamma, loc, log_var = weights["head.skewness"], weights["head.loc"], weights["head.log_variance"]
-        cosines = skewness_cosine(gamma.double())
-        k = cosines.shape[0]
-        off_diagonal = cosines[~torch.eye(k, dtype=torch.bool)]
-        loss = angle_constraint(loc.double(), log_var.double(), gamma.double())
-        print(f"| {run} | {state['config']['head']} | {off_diagonal.mean():.3f} | {loss:.4f} |")
+        print(f"| {run} | {head} | {angles['mean_cosine']:.3f} | {angles['angle_loss']:.4f} |")
     return 0
 
 

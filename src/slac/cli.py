@@ -4,7 +4,7 @@ slac train [--config R] [--key value ...]   train (default: LeNet ANN + SLAC on 
 slac train --resume RUN    continue an interrupted run from its last checkpoint
 slac eval CHECKPOINT       test accuracy of a checkpoint (a run's, or --official: the official code's)
 slac plot features|histograms|curves RUN...   Figures 3, 1 and 4 as PNG
-slac report RUN... [--baseline B]   accuracy tables (mean, std, n, difference with 95% CI)
+slac report RUN... [--baseline B] [--compare A:B]   accuracy tables (mean, std, n, 95% CIs)
 slac backends              which adder backends exist and which one ``auto`` picks per device
 slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
 slac bench train [...]     training images/s, real data pipeline against synthetic batches
@@ -192,6 +192,10 @@ def _report(args: argparse.Namespace) -> int:
     items, notes = report.experiments(args.runs)
     rows = report.summarize(items, args.baseline)
     text = report.format_report(rows, items, args.layout)
+    if args.compare:
+        text += "\n\n" + report.format_comparisons(report.compare(items, args.compare))
+    if args.per_seed:
+        text += "\n\n" + report.format_per_seed(items)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(text)
@@ -296,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report_parser.add_argument("--baseline", default=None, help="experiment label or method (e.g. ANN)")
     report_parser.add_argument("--layout", default="long", choices=("long", "table1", "table3", "table4"))
+    report_parser.add_argument(
+        "--compare", action="append", default=[], metavar="A:B",
+        help="A - B paired by seed, with Welch's interval (methods or labels, e.g. SLAC-ANN:ANN); repeatable",
+    )  # fmt: skip
+    report_parser.add_argument("--per_seed", action="store_true", help="also list every run's figure")
     report_parser.add_argument("--markdown", default=None, help="also write the table to this file")
     report_parser.add_argument("--csv", default=None, help="also write the rows as CSV")
     report_parser.set_defaults(run=_report)

@@ -114,3 +114,64 @@ def test_a_method_baseline_is_chosen_per_model_and_dataset(runs, tmp_path):
     rows = {(r["method"], r["dataset"]): r for r in report.summarize(items, baseline="ANN")}
     assert rows[("SLAC-ANN", "mnist")]["diff"] == pytest.approx(5.0)  # against the mnist ANN
     assert rows[("SLAC-ANN", "digits")]["diff"] == pytest.approx(3.0)  # against the digits ANN
+
+
+def test_paired_interval_by_hand_and_over_shared_seeds():
+    # d = 2, 3, 4: mean 3, sd 1, t_{0.975}(2) = 4.3026527 (tables), half-width 4.3026527 / sqrt(3) = 2.4841377
+    paired = report.paired_interval({0: 90.0, 1: 92.0, 2: 94.0}, {0: 88.0, 1: 89.0, 2: 90.0})
+    assert (paired["n"], paired["diff"], paired["sd"]) == (3, 3.0, 1.0)
+    assert paired["low"] == pytest.approx(3.0 - 2.4841377, abs=1e-6)
+    assert paired["high"] == pytest.approx(3.0 + 2.4841377, abs=1e-6)
+    shared = report.paired_interval({0: 90.0, 1: 92.0, 7: 50.0}, {0: 88.0, 1: 89.0, 2: 10.0})
+    assert shared["seeds"] == [0, 1] and shared["diff"] == pytest.approx(2.5)
+    single = report.paired_interval({0: 90.0}, {0: 88.0})
+    assert single["n"] == 1 and math.isnan(single["low"])
+
+
+def test_pairing_removes_the_seed_effect_welch_keeps():
+    # A seed effect shared by both arms (+-3) with a constant +1 difference: paired sd 0, Welch wide.
+    a = {0: 91.0, 1: 97.0, 2: 94.0}
+    b = {0: 90.0, 1: 96.0, 2: 93.0}
+    paired = report.paired_interval(a, b)
+    diff, low, high = report.difference_interval(list(a.values()), list(b.values()))
+    assert paired["low"] == pytest.approx(1.0) and paired["high"] == pytest.approx(1.0)
+    assert diff == pytest.approx(1.0) and low < -3 and high > 5
+
+
+def _recalibrated(root, name, accuracy, running, **recipe):
+    run = fabricate(root, name, accuracy, eval_bn="recalibrated", **recipe)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update({"final_test_top1_running": running, "final_test_top1_recalibrated": accuracy})
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_compare_per_seed_and_the_running_column(tmp_path, capsys):
+    paths = []
+    for seed, (acc, running) in enumerate(((90.0, 80.0), (92.0, 85.0), (94.0, 90.0))):
+        paths.append(_recalibrated(tmp_path, f"slac{seed}", acc, running, seed=seed, head="slac"))
+    for seed, (acc, running) in enumerate(((88.0, 81.0), (89.0, 82.0), (90.0, 83.0))):
+        paths.append(_recalibrated(tmp_path, f"ann{seed}", acc, running, seed=seed, head="linear"))
+    paths.append(_recalibrated(tmp_path, "cnn0", 95.0, 94.0, seed=0, form="cnn", head="linear"))
+    items, _ = report.experiments(paths)
+    rows = report.compare(items, ["SLAC-ANN:ANN", "ANN:CNN"])
+    assert [(r["a"], r["b"]) for r in rows] == [("lenet SLAC-ANN digits", "lenet ANN digits"),
+                                               ("lenet ANN digits", "lenet CNN digits")]  # fmt: skip
+    first = rows[0]
+    assert first["paired"]["diff"] == pytest.approx(3.0) and first["paired"]["n"] == 3
+    assert first["beside"]["diff"] == pytest.approx((-1 + 3 + 7) / 3)  # running: 80-81, 85-82, 90-83
+    assert rows[1]["paired"]["n"] == 1 and math.isnan(rows[1]["paired"]["low"])
+    table = report.format_comparisons(rows)
+    assert "| lenet SLAC-ANN digits - lenet ANN digits | 3 | +3.00 | 1.00 | [+0.52, +5.48] |" in table
+    assert "paired, running BN" in table.splitlines()[0]
+    code = main(["report", *map(str, paths), "--compare", "SLAC-ANN:ANN", "--per_seed"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mean top-1 % (recalibrated BN)" in out and "running BN: mean ± std" in out
+    assert "| lenet SLAC-ANN digits | 3 | 92.00 | 2.00 | 0 1 2 |  |  | 85.00 ± 5.00 |" in out
+    assert "| lenet ANN digits | 88.00 / 81.00 | 89.00 / 82.00 | 90.00 / 83.00 |" in out
+    assert "| lenet CNN digits | 95.00 / 94.00 |  |  |" in out
+    with pytest.raises(ValueError, match="takes A:B"):
+        report.compare(items, ["SLAC-ANN"])
+    with pytest.raises(ValueError, match="matches 0 experiments"):
+        report.compare(items, ["SLAC-ANN:BNN"])

@@ -178,12 +178,13 @@ def _fit_panel(axes: Any, values: np.ndarray, title: str, xlabel: str) -> dict[s
     """Histogram with maximum-likelihood Gaussian and Laplace fits; returns their mean log-likelihoods."""
     from scipy import stats
 
-    mean, std = stats.norm.fit(values)
-    location, scale = stats.laplace.fit(values)  # median and mean absolute deviation
-    fits = {
-        "gaussian": float(stats.norm.logpdf(values, mean, std).mean()),
-        "laplace": float(stats.laplace.logpdf(values, location, scale).mean()),
-    }
+    from slac.analysis.tails import distribution_fits
+
+    fitted = distribution_fits(values)
+    if fitted["gaussian"] is None:
+        raise RunError(f"{title}: every value is {fitted['mean']:g}; there is no distribution to fit")
+    mean, std, location, scale = fitted["mean"], fitted["std"], fitted["median"], fitted["mad"]
+    fits = {"gaussian": fitted["gaussian"], "laplace": fitted["laplace"]}
     low, high = np.quantile(values, [0.001, 0.999])
     axes.hist(values, bins=120, range=(low, high), density=True, color="0.7", label=f"{values.size:,} values")
     grid = np.linspace(low, high, 400)

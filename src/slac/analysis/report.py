@@ -10,7 +10,14 @@ interval from Welch's t-test (unequal variances, Welch-Satterthwaite degrees of 
     df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1)),
     CI = diff -+ t_{0.975, df} * se.
 
-With n = 1 in either group there is no interval ("n/a"). Layouts: ``long`` (one row per experiment),
+With n = 1 in either group there is no interval ("n/a").
+
+Comparisons (``--compare A:B``, methods or labels): A - B paired by seed, over the seeds both have
+(d_i = a_i - b_i, mean d, sd s_d, CI = d -+ t_{0.975, n-1} s_d / sqrt(n)), with Welch's interval beside
+as a check, on the headline figures and on the BatchNorm statistics logged beside them (the running
+statistics when the headline is recalibrated). Runs of one seed in two arms share their data order and
+augmentation (the loader's generator is seeded by the run's seed), which is what the pairing uses.
+``--per_seed`` lists every run's figure. Layouts: ``long`` (one row per experiment),
 ``table1`` (rows model and method, columns dataset), ``table3`` (rows dataset, columns head),
 ``table4`` (rows: the SLAC-ANN ablation settings).
 """
@@ -27,7 +34,17 @@ from typing import Any
 from slac.analysis.runs import Run, load_run
 from slac.errors import ConfigError, RunError
 
-__all__ = ["Experiment", "difference_interval", "experiments", "format_report", "summarize"]
+__all__ = [
+    "Experiment",
+    "compare",
+    "difference_interval",
+    "experiments",
+    "format_comparisons",
+    "format_per_seed",
+    "format_report",
+    "paired_interval",
+    "summarize",
+]
 
 LAYOUTS = ("long", "table1", "table3", "table4")
 
@@ -53,10 +70,24 @@ class Experiment:
 
     @property
     def std(self) -> float:
-        if self.n < 2:
-            return math.nan
-        mean = self.mean
-        return math.sqrt(sum((a - mean) ** 2 for a in self.accuracies) / (self.n - 1))
+        return _std(self.accuracies)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.config.seed for run in self.runs]
+
+    @property
+    def beside(self) -> list[float] | None:
+        """The final test top-1 of every run on the other BatchNorm statistics; None unless all logged it."""
+        values = [run.final_test_top1_beside for run in self.runs]
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((a - mean) ** 2 for a in values) / (len(values) - 1))
 
 
 def method_name(config: Any) -> str:
@@ -134,6 +165,109 @@ def difference_interval(
     return diff, diff - half, diff + half
 
 
+def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float = 0.95) -> dict[str, Any]:
+    """A - B paired by key (seed): {"n", "diff", "sd", "low", "high", "seeds"} over the keys both have;
+    low/high are NaN with fewer than 2 pairs."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    differences = [a[s] - b[s] for s in seeds]
+    n = len(differences)
+    if n == 0:
+        return {"n": 0, "diff": math.nan, "sd": math.nan, "low": math.nan, "high": math.nan, "seeds": []}
+    diff, sd = sum(differences) / n, _std(differences)
+    if n < 2:
+        low = high = math.nan
+    else:
+        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        low, high = diff - half, diff + half
+    return {"n": n, "diff": diff, "sd": sd, "low": low, "high": high, "seeds": seeds}
+
+
+def _match(items: list[Experiment], name: str) -> list[Experiment]:
+    """Experiments whose label or method is ``name`` (then: whose label contains it)."""
+    return (
+        [e for e in items if e.label == name]
+        or [e for e in items if e.method == name]
+        or [e for e in items if name.lower() in e.label.lower()]
+    )
+
+
+def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
+    """One row per comparison "A:B" and (model, dataset) both arms have: A - B paired by seed and by
+    Welch, on the headline figures and on those beside them."""
+    rows = []
+    for spec in specs:
+        first, sep, second = spec.partition(":")
+        if not sep or not first or not second:
+            raise ConfigError(f"--compare takes A:B (two methods or labels, e.g. SLAC-ANN:ANN), got {spec!r}")
+        arms_a, arms_b = _match(items, first), _match(items, second)
+        for name, arms in ((first, arms_a), (second, arms_b)):
+            if not arms:
+                raise ConfigError(
+                    f"--compare {spec}: {name!r} matches 0 experiments; choose among: "
+                    + "; ".join(e.label for e in items)
+                )
+        found = False
+        for a in arms_a:
+            for b in arms_b:
+                if (a.config.model, a.config.dataset) != (b.config.model, b.config.dataset) or a is b:
+                    continue
+                found = True
+                row: dict[str, Any] = {"a": a.label, "b": b.label, "model": a.config.model,
+                                       "dataset": a.config.dataset, "headline": a.config.eval_bn}  # fmt: skip
+                row["paired"] = paired_interval(dict(zip(a.seeds, a.accuracies, strict=True)),
+                                                dict(zip(b.seeds, b.accuracies, strict=True)))  # fmt: skip
+                diff, low, high = difference_interval(a.accuracies, b.accuracies)
+                row["welch"] = {"diff": diff, "low": low, "high": high, "n_a": a.n, "n_b": b.n}
+                if a.beside is not None and b.beside is not None:
+                    row["beside"] = paired_interval(dict(zip(a.seeds, a.beside, strict=True)),
+                                                    dict(zip(b.seeds, b.beside, strict=True)))  # fmt: skip
+                rows.append(row)
+        if not found:
+            raise ConfigError(f"--compare {spec}: no model and dataset has both arms")
+    return rows
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{low:+.2f}, {high:+.2f}]" if not (math.isnan(low) or math.isnan(high)) else "n/a"
+
+
+def format_comparisons(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per comparison, paired and Welch intervals, and the paired figure beside."""
+    from slac.train.config import other_bn
+
+    body = []
+    for row in rows:
+        paired, welch, beside = row["paired"], row["welch"], row.get("beside")
+        body.append([
+            f"{row['a']} - {row['b']}", str(paired["n"]), f"{paired['diff']:+.2f}", _number(paired["sd"]),
+            _interval(paired["low"], paired["high"]), _interval(welch["low"], welch["high"]),
+            f"{beside['diff']:+.2f} {_interval(beside['low'], beside['high'])}" if beside else "",
+        ])  # fmt: skip
+    headline = rows[0]["headline"] if rows else "recalibrated"
+    return _markdown(
+        [f"difference ({headline} BN)", "pairs", "mean", "sd of pairs", "paired 95% CI", "Welch 95% CI",
+         f"paired, {other_bn(headline)} BN"],
+        body,
+    )  # fmt: skip
+
+
+def format_per_seed(items: list[Experiment]) -> str:
+    """Markdown: every run's final test top-1 (headline / beside), one row per experiment."""
+    seeds = sorted({s for e in items for s in e.seeds})
+    body = []
+    for e in items:
+        by_seed = {}
+        for index, seed in enumerate(e.seeds):
+            text = f"{e.accuracies[index]:.2f}"
+            if e.beside is not None:
+                text += f" / {e.beside[index]:.2f}"
+            by_seed[seed] = text
+        body.append([e.label, *(by_seed.get(s, "") for s in seeds)])
+    return _markdown(["experiment", *(f"seed {s}" for s in seeds)], body)
+
+
 def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple[str, str], Experiment]:
     """The baseline experiment of each (model, dataset): the one whose label or method is ``baseline``
     (a method such as "ANN" picks one per model and dataset)."""
@@ -168,8 +302,10 @@ def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict
         row: dict[str, Any] = {
             "experiment": e.label, "method": e.method, "model": e.config.model, "dataset": e.config.dataset,
             "head": e.config.head, "n": e.n, "mean": e.mean, "std": e.std,
-            "seeds": " ".join(str(r.config.seed) for r in e.runs),
+            "seeds": " ".join(str(r.config.seed) for r in e.runs), "eval_bn": e.config.eval_bn,
         }  # fmt: skip
+        if e.beside is not None:
+            row.update({"beside_mean": sum(e.beside) / e.n, "beside_std": _std(e.beside)})
         base = bases.get((e.config.model, e.config.dataset))
         if base is not None and e is not base:
             diff, low, high = difference_interval(e.accuracies, base.accuracies)
@@ -220,9 +356,15 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
              f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]" if "diff" in r else ""]
             for r in rows
         ]  # fmt: skip
-        return _markdown(
-            ["experiment", "n", "mean top-1 %", "std", "seeds", "diff to baseline", "95% CI"], body
-        )
+        header = ["experiment", "n", "mean top-1 %", "std", "seeds", "diff to baseline", "95% CI"]
+        if rows and all("beside_mean" in r for r in rows):
+            from slac.train.config import other_bn
+
+            header[2] = f"mean top-1 % ({rows[0]['eval_bn']} BN)"
+            header.append(f"{other_bn(rows[0]['eval_bn'])} BN: mean ± std")
+            for line, r in zip(body, rows, strict=True):
+                line.append(f"{_number(r['beside_mean'])} ± {_number(r['beside_std'])}")
+        return _markdown(header, body)
     datasets = sorted({e.config.dataset for e in items})
     if layout == "table1":
         keys = sorted({(e.config.model, e.method) for e in items})
@@ -254,7 +396,7 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     columns = ["experiment", "method", "model", "dataset", "head", "n", "mean", "std", "seeds", "diff",
-               "ci_low", "ci_high"]  # fmt: skip
+               "ci_low", "ci_high", "eval_bn", "beside_mean", "beside_std"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()

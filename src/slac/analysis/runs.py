@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from slac.train.checkpoint import load_checkpoint
-from slac.train.config import TrainConfig, saved_config
+from slac.train.config import TrainConfig, other_bn, saved_config
 from slac.train.records import read_metrics
 
 __all__ = ["Run", "collect_features", "load_model", "load_run"]
@@ -48,6 +48,15 @@ class Run:
         if finished and self.summary.get("final_test_top1") is not None:
             return float(self.summary["final_test_top1"])
         return None
+
+    @property
+    def final_test_top1_beside(self) -> float | None:
+        """The final test top-1 on the BatchNorm statistics logged beside the headline (running ones when
+        the headline is recalibrated, and the reverse); None when the run did not log them."""
+        if self.final_test_top1 is None:
+            return None
+        value = self.summary.get(f"final_test_top1_{other_bn(self.config.eval_bn)}")  # type: ignore[union-attr]
+        return None if value is None else float(value)
 
     @property
     def experiment(self) -> tuple:

@@ -24,8 +24,8 @@ __all__ = ["distribution_fits", "figure1_fits", "skewness_angles"]
 
 
 def distribution_fits(values: np.ndarray) -> dict[str, float]:
-    """{"gaussian", "laplace"}: mean log-likelihood of each maximum-likelihood fit to ``values``, and the
-    fitted parameters (mean/std; median/mean absolute deviation)."""
+    """{"gaussian", "laplace"}: mean log-likelihood of each maximum-likelihood fit to ``values`` (None for
+    a constant), and the fitted parameters (mean/std; median/mean absolute deviation)."""
     from scipy import stats
 
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -33,6 +33,9 @@ def distribution_fits(values: np.ndarray) -> dict[str, float]:
         raise RunError(f"distribution fits need at least 2 finite values, got {values.size} (or non-finite)")
     mean, std = stats.norm.fit(values)
     location, scale = stats.laplace.fit(values)
+    if std == 0 or scale == 0:  # a constant (e.g. every feature 0 after a dead ReLU): no density fits
+        return {"gaussian": None, "laplace": None, "mean": float(mean), "std": float(std),
+                "median": float(location), "mad": float(scale), "count": int(values.size)}  # fmt: skip
     return {
         "gaussian": float(stats.norm.logpdf(values, mean, std).mean()),
         "laplace": float(stats.laplace.logpdf(values, location, scale).mean()),
@@ -86,10 +89,7 @@ def skewness_angles(run: str | Path) -> dict[str, float] | None:
     from slac.heads.losses import angle_constraint, skewness_cosine
     from slac.train import load_checkpoint
 
-    path = Path(run)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    weights = load_checkpoint(path)["model"]
+    weights = load_checkpoint(run)["model"]
     if "head.skewness" not in weights:
         return None
     gamma = weights["head.skewness"].double()

@@ -1,0 +1,119 @@
+"""``slac.train.study``: planned runs skipped when kept, resumed after an interruption to the same weights
+as an uninterrupted run, records and analysis copied, only those paths committed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from slac.errors import ConfigError
+from slac.train import Trainer, TrainingInterrupted, load_checkpoint
+from slac.train.study import RECORD_FILES, PlannedRun, Study, machine_entry
+
+RECIPE = "configs/digits/lenet_ann_slac.yaml"
+SMALL = {"epochs": 2, "train_subset": 128, "batch_size": 32, "progress": False, "tensorboard": "off",
+         "device": "cpu"}  # fmt: skip
+
+
+def planned(name: str = "slac_seed0", **overrides) -> PlannedRun:
+    return PlannedRun("main", name, RECIPE, 0, {**SMALL, **overrides})
+
+
+def interrupt_at(monkeypatch, step_checks: int) -> None:
+    """Make the trainer see a stop request at its ``step_checks``-th check (mid-epoch)."""
+    calls = {"n": 0}
+
+    def should_stop(self) -> bool:
+        calls["n"] += 1
+        return calls["n"] == step_checks
+
+    monkeypatch.setattr(Trainer, "_should_stop", should_stop)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run, reference = planned(), planned("reference")
+    assert study.state(run) == "new"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)  # inside the first epoch (4 steps)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+    assert study.state(run) == "partial (epoch 0 of 2)"
+    assert not (study.records(run) / "summary.json").exists()  # nothing kept before the end
+    summary = study.execute(run)
+    assert summary is not None and summary["epochs"] == 2 and study.state(run) == "done"
+    study.execute(reference)
+    resumed = load_checkpoint(study.run_dir(run) / "checkpoints" / "last.pt")["model"]
+    uninterrupted = load_checkpoint(study.run_dir(reference) / "checkpoints" / "last.pt")["model"]
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+    kept = sorted(p.name for p in study.records(run).iterdir())
+    assert kept == sorted([*RECORD_FILES, "machine.json"])  # no checkpoints among the records
+    machines = json.loads((study.records(run) / "machine.json").read_text())
+    assert [m.get("interrupted", False) for m in machines] == [True, False]
+    assert machines[0]["to_step"] == machines[1]["from_step"] == 3 and machines[1]["to_epoch"] == 2
+    assert study.execute(run) is None  # kept: skipped
+
+
+def test_a_kept_run_needs_the_planned_epochs_and_a_changed_plan_does_not_resume(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned()
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+    with pytest.raises(ConfigError, match=r"another recipe .*lr"):
+        study.execute(planned(lr=0.05))
+    study.execute(run)
+    assert not study.is_done(planned(epochs=3))  # a longer plan is not done by a 2-epoch record
+
+
+def test_a_failing_analysis_keeps_the_run_and_is_tried_again(tmp_path):
+    calls = []
+
+    def analyze(run_dir):
+        calls.append(run_dir)
+        if len(calls) == 1:
+            raise RuntimeError("no features")
+        return {"figure": 1}
+
+    messages = []
+    study = Study(tmp_path / "runs", tmp_path / "records", analyze=analyze, log=messages.append)
+    run = planned(epochs=1)
+    study.execute(run)
+    assert study.is_done(run) and not (study.records(run) / "analysis.json").exists()
+    assert any("analysis failed (RuntimeError: no features)" in m for m in messages)
+    assert study.analyze_missing([run]) == ["main/slac_seed0"]
+    assert json.loads((study.records(run) / "analysis.json").read_text()) == {"figure": 1}
+    assert study.analyze_missing([run]) == []
+
+
+def test_commit_takes_only_the_records(tmp_path, monkeypatch):
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "other.txt").write_text("staged, not the study's\n")
+    git("add", "other.txt")
+    monkeypatch.chdir(tmp_path)
+    study = Study(tmp_path / "runs", tmp_path / "records", commit=True, log=lambda m: None)
+    run = PlannedRun("main", "slac_seed0", str(__import__("pathlib").Path(__file__).parents[2] / RECIPE), 0,
+                     {**SMALL, "epochs": 1})  # fmt: skip
+    study.execute(run)
+    committed = git("show", "--name-only", "--format=%s", "HEAD").split()
+    assert committed[:3] == ["study", "records:", "main/slac_seed0"]
+    assert sorted(committed[3:]) == sorted(
+        f"records/main/slac_seed0/{n}" for n in (*RECORD_FILES, "machine.json")
+    )
+    assert "other.txt" in git("diff", "--cached", "--name-only")  # still staged, not committed
+
+
+def test_machine_entry_names_the_cpu_and_software():
+    entry = machine_entry()
+    assert entry["cpu"] and entry["torch"] == torch.__version__ and entry["threads"] >= 1
+    assert entry.get("vector") in (None, "avx512f", "avx2", "other")
