@@ -181,7 +181,7 @@ def _plot(args: argparse.Namespace) -> int:
             gaussian, laplace = fit["gaussian"], fit["laplace"]
             print(f"{name}: mean log-likelihood Gaussian {gaussian:.4f}, Laplace {laplace:.4f}")
     else:
-        path = plots.plot_curves(args.runs, args.out, args.dpi)
+        path = plots.plot_curves(args.runs, args.out, args.dpi, band=args.band)
     print(f"wrote {path}")
     return 0
 
@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--checkpoint", default="last", choices=("last", "best"))
     plot.add_argument("--layer", default=None, help="histograms: the adder layer (default: the last one)")
+    plot.add_argument(
+        "--band", action="store_true", help="curves: mean over seeds per experiment, band min-max"
+    )
     plot.add_argument("--dpi", type=int, default=100)
     plot.set_defaults(run=_plot)
 

@@ -5,7 +5,8 @@
                                    arrows; linear heads: class weight directions), decision regions
     slac plot histograms RUN       Figure 1: adder weights and last-layer features of an ANN with fitted
                                    Gaussian and Laplace curves and their mean log-likelihoods
-    slac plot curves RUN...        Figure 4: train and test top-1 per epoch, runs overlaid
+    slac plot curves RUN...        Figure 4: train and test top-1 per epoch, runs overlaid (``--band``:
+                                   the mean over seeds per experiment with a min-max band)
 
 Every figure has a title, labelled axes and a legend, and is written at ``dpi`` with a fixed size
 (``FIGURE_WIDTH`` inches per panel by ``FIGURE_HEIGHT``), so its pixel size is known in advance.
@@ -212,26 +213,19 @@ def plot_histograms(
 
     Returns the PNG path and the fitted mean log-likelihoods {"weights"|"features": {"gaussian", "laplace"}}.
     """
-    from slac.nn import AdderLayer
+    from slac.analysis.tails import weight_layer
 
     plt = _pyplot()
     model, config = load_model(run, checkpoint)
-    named = dict(model.named_modules())
-    adders = [name for name, module in named.items() if isinstance(module, AdderLayer)]
-    if not adders:
-        raise RunError(f"{run}: a {config.form} model has no adder layers; the histograms are for ANNs")
-    chosen = layer or adders[-1]
-    if chosen not in adders:
-        raise ConfigError(
-            f"layer {chosen!r} is not an adder layer of this model; adder layers: {', '.join(adders)}"
-        )
-    weights = named[chosen].weight.detach().float().flatten().numpy()
+    chosen, module = weight_layer(model, layer)
+    kind = "adder layer" if config.form == "ann" else "convolution"
+    weights = module.weight.detach().float().flatten().numpy()
     features, _ = collect_features(model, config, split, limit)
     figure, (left, right) = plt.subplots(
         1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
     )
     fits = {
-        "weights": _fit_panel(left, weights, f"weights of adder layer {chosen}", "weight value"),
+        "weights": _fit_panel(left, weights, f"weights of {kind} {chosen}", "weight value"),
         "features": _fit_panel(
             right,
             features.flatten().numpy(),
@@ -246,11 +240,54 @@ def plot_histograms(
 # ------------------------------------------------------------------------------------------------ curves
 
 
-def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path:
-    """Figure 4 (a, b): train and test top-1 per epoch, one line per run."""
+def _plot_bands(runs: list[str | Path], train_axes: Any, test_axes: Any) -> tuple[set[str], set[str]]:
+    """One line per experiment (runs differing only in the seed): the mean over seeds per epoch, with a
+    band from the lowest to the highest seed."""
+    from slac.analysis.report import experiments
+
+    items, notes = experiments(runs)
+    for note in notes:
+        print(f"note: {note}")
+    headlines, dashed = set(), set()
+    for e in items:
+        other = other_bn(e.config.eval_bn)
+        columns = {"train_top1": train_axes, "test_top1": test_axes, f"test_top1_{other}": test_axes}
+        color = None
+        for column, axes in columns.items():
+            series = [[row.get(column) for row in run.metrics] for run in e.runs]
+            length = min(len(s) for s in series)
+            table = np.array([s[:length] for s in series], dtype=object)
+            if length == 0 or any(v in (None, "") for v in table.ravel()):
+                continue  # not logged (or not every epoch)
+            values = table.astype(float)
+            epochs = np.arange(1, length + 1)
+            beside = column.endswith(other)
+            label = None if beside else f"{e.label} (n={e.n})"
+            style = {"linestyle": "--", "linewidth": 1} if beside else {"linewidth": 1.5}
+            (line,) = axes.plot(epochs, values.mean(0), label=label, color=color, **style)
+            color = line.get_color()
+            if not beside:
+                axes.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0)
+            if column == "test_top1":
+                headlines.add(e.config.eval_bn)
+            elif beside:
+                dashed.add(other)
+    return headlines, dashed
+
+
+def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI, band: bool = False) -> Path:
+    """Figure 4 (a, b): train and test top-1 per epoch, one line per run; with ``band``, one line per
+    experiment (the mean over its seeds) with a band from the lowest to the highest seed."""
     plt = _pyplot()
     if not runs:
         raise ConfigError("plot curves: give at least one run directory")
+    if band:
+        figure, (train_axes, test_axes) = plt.subplots(
+            1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
+        )
+        headlines, dashed = _plot_bands(runs, train_axes, test_axes)
+        _finish_curves(figure, train_axes, test_axes, headlines, dashed, "mean over seeds, band: min-max")
+        return _save(figure, out, dpi)
     figure, (train_axes, test_axes) = plt.subplots(
         1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
     )
@@ -273,6 +310,13 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
         if beside:
             test_axes.plot(*zip(*beside, strict=True), color=line.get_color(), linestyle="--", linewidth=1)
             dashed.add(other)
+    _finish_curves(figure, train_axes, test_axes, headlines, dashed)
+    return _save(figure, out, dpi)
+
+
+def _finish_curves(
+    figure: Any, train_axes: Any, test_axes: Any, headlines: set[str], dashed: set[str], note: str = ""
+) -> None:
     test_title = "test accuracy"
     if len(headlines) == 1:
         test_title += f", {headlines.pop()} BN statistics"
@@ -284,8 +328,7 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI) -> Path
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
-    figure.suptitle("Accuracy per epoch")
-    return _save(figure, out, dpi)
+    figure.suptitle("Accuracy per epoch" + (f" ({note})" if note else ""))
 
 
 def expected_size(panels: int, dpi: int = DPI) -> tuple[int, int]:
