@@ -35,13 +35,12 @@ COMMON = {"progress": False, "tensorboard": "off", "device": "cpu"}
 
 def minutes_per_epoch(run_records: Path) -> float:
     """Mean wall-clock minutes of an epoch of a finished run: training plus evaluation (metrics.csv)."""
-    from slac.train.records import read_metrics
+    from slac.analysis.runs import load_run
 
-    rows = read_metrics(run_records)
-    if not rows:
+    minutes = load_run(run_records).epoch_minutes
+    if not minutes:
         raise SystemExit(f"{run_records}/metrics.csv has no epochs")
-    seconds = [float(r["epoch_seconds"]) + float(r.get("eval_seconds") or 0.0) for r in rows]
-    return sum(seconds) / len(seconds) / 60.0
+    return sum(minutes) / len(minutes)
 
 
 def study_epochs(study) -> int | None:

@@ -53,9 +53,30 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypa
     kept = sorted(p.name for p in study.records(run).iterdir())
     assert kept == sorted([*RECORD_FILES, "machine.json"])  # no checkpoints among the records
     machines = json.loads((study.records(run) / "machine.json").read_text())
-    assert [m.get("interrupted", False) for m in machines] == [True, False]
+    assert [m["ended"] for m in machines] == ["interrupted", "finished"]
     assert machines[0]["to_step"] == machines[1]["from_step"] == 3 and machines[1]["to_epoch"] == 2
     assert study.execute(run) is None  # kept: skipped
+
+
+def test_a_killed_process_leaves_its_entry(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+
+    def killed(self):
+        raise KeyboardInterrupt  # stands for SIGKILL: no handler runs, nothing is written after it
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            study.execute(run)
+    study.execute(run)
+    machines = json.loads((study.records(run) / "machine.json").read_text())
+    assert [m["ended"] for m in machines] == ["interrupted", None, "finished"]
+    assert "to_step" not in machines[1] and machines[1]["from_step"] == 2
 
 
 def test_a_kept_run_needs_the_planned_epochs_and_a_changed_plan_does_not_resume(tmp_path, monkeypatch):

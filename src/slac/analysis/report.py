@@ -42,6 +42,7 @@ __all__ = [
     "format_comparisons",
     "format_per_seed",
     "format_report",
+    "markdown_table",
     "paired_interval",
     "summarize",
 ]
@@ -246,7 +247,7 @@ def format_comparisons(rows: list[dict[str, Any]]) -> str:
             f"{beside['diff']:+.2f} {_interval(beside['low'], beside['high'])}" if beside else "",
         ])  # fmt: skip
     headline = rows[0]["headline"] if rows else "recalibrated"
-    return _markdown(
+    return markdown_table(
         [f"difference ({headline} BN)", "pairs", "mean", "sd of pairs", "paired 95% CI", "Welch 95% CI",
          f"paired, {other_bn(headline)} BN"],
         body,
@@ -265,7 +266,7 @@ def format_per_seed(items: list[Experiment]) -> str:
                 text += f" / {e.beside[index]:.2f}"
             by_seed[seed] = text
         body.append([e.label, *(by_seed.get(s, "") for s in seeds)])
-    return _markdown(["experiment", *(f"seed {s}" for s in seeds)], body)
+    return markdown_table(["experiment", *(f"seed {s}" for s in seeds)], body)
 
 
 def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple[str, str], Experiment]:
@@ -327,7 +328,7 @@ def _cell(row: dict[str, Any]) -> str:
     return text
 
 
-def _markdown(header: list[str], body: list[list[str]]) -> str:
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
@@ -364,7 +365,7 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
             header.append(f"{other_bn(rows[0]['eval_bn'])} BN: mean ± std")
             for line, r in zip(body, rows, strict=True):
                 line.append(f"{_number(r['beside_mean'])} ± {_number(r['beside_std'])}")
-        return _markdown(header, body)
+        return markdown_table(header, body)
     datasets = sorted({e.config.dataset for e in items})
     if layout == "table1":
         keys = sorted({(e.config.model, e.method) for e in items})
@@ -379,7 +380,7 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
                 ]
                 cells.append("; ".join(_cell(by_label[e.label]) for e in match) or "")
             body.append([model, method, *cells])
-        return _markdown(["model", "method", *datasets], body)
+        return markdown_table(["model", "method", *datasets], body)
     if layout == "table3":
         heads = sorted({e.method for e in items})
         body = []
@@ -389,9 +390,9 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
                 match = [e for e in items if (e.method, e.config.dataset) == (method, dataset)]
                 cells.append("; ".join(_cell(by_label[e.label]) for e in match))
             body.append([dataset, *cells])
-        return _markdown(["dataset", *heads], body)
+        return markdown_table(["dataset", *heads], body)
     body = [[_ablation_label(e.config), e.config.dataset, _cell(by_label[e.label])] for e in items]
-    return _markdown(["SL parameters and loss weights", "dataset", "top-1 %"], body)
+    return markdown_table(["SL parameters and loss weights", "dataset", "top-1 %"], body)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

@@ -50,6 +50,11 @@ class Run:
         return None
 
     @property
+    def epoch_minutes(self) -> list[float]:
+        """Wall-clock minutes of each logged epoch: training plus evaluation (recalibration, both tests)."""
+        return [(float(r["epoch_seconds"]) + float(r.get("eval_seconds") or 0.0)) / 60 for r in self.metrics]
+
+    @property
     def final_test_top1_beside(self) -> float | None:
         """The final test top-1 on the BatchNorm statistics logged beside the headline (running ones when
         the headline is recalibrated, and the reverse); None when the run did not log them."""

@@ -13,7 +13,8 @@ records in ``records_dir/<phase>/<name>/``:
 
     config.yaml, metrics.csv, summary.json   as ``slac train`` wrote them
     machine.json                             one entry per process that trained it: CPU, software,
-                                             epochs covered and wall-clock seconds
+                                             epochs covered, wall-clock seconds, how it ended
+                                             ("finished", "interrupted", or null: killed)
     analysis.json                            what ``analyze`` returned (computed while the checkpoint exists)
 
 A run is *done* when its records hold a summary.json of the planned number of epochs. Interrupted runs
@@ -46,11 +47,11 @@ RECORD_FILES = ("config.yaml", "metrics.csv", "summary.json")
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of a study: ``slac train --config config --seed seed`` with ``overrides``, named ``name``
-    inside the ``phase`` folder."""
+    inside the ``phase`` folder (``config`` None: the default recipe)."""
 
     phase: str
     name: str
-    config: str
+    config: str | None
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -203,23 +204,29 @@ class Study:
         from slac.train import TrainingInterrupted
 
         trainer = self._trainer(run)
-        entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step}
+        # Logged before training, so that a process killed without a chance to write (SIGKILL) still
+        # leaves its entry ("ended": null); completed when it stops or finishes.
+        entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step, "ended": None}
+        self._log_machine(run, entry)
         started = time.perf_counter()
         try:
             summary = trainer.fit()
         except TrainingInterrupted:
             self._log_machine(run, entry | {"to_epoch": trainer.epoch, "to_step": trainer.step,
                                             "wall_seconds": time.perf_counter() - started,
-                                            "interrupted": True})  # fmt: skip
+                                            "ended": "interrupted"}, replace_last=True)  # fmt: skip
             raise
         self._log_machine(run, entry | {"to_epoch": trainer.epoch, "to_step": trainer.step,
-                                        "wall_seconds": time.perf_counter() - started})  # fmt: skip
+                                        "wall_seconds": time.perf_counter() - started, "ended": "finished"},
+                          replace_last=True)  # fmt: skip
         self.keep(run)
         return summary
 
-    def _log_machine(self, run: PlannedRun, entry: dict[str, Any]) -> None:
+    def _log_machine(self, run: PlannedRun, entry: dict[str, Any], replace_last: bool = False) -> None:
         path = self.run_dir(run) / "machine.json"
         entries = _read_json(path) if path.is_file() else []
+        if replace_last:
+            entries = entries[:-1]
         write_json_atomic(path, [*entries, entry])
 
     def keep(self, run: PlannedRun) -> Path:
