@@ -148,6 +148,12 @@ def skewness() -> str:
     return markdown_table(["seed", *(f"{arm}: mean cos(gamma)" for arm in arms)], body)
 
 
+def _machine(entry: dict) -> str:
+    """A CPU in words: its name, and the extensions that tell a Sapphire Rapids (AMX) from a Zen 1 (AVX2)."""
+    extensions = entry.get("extensions") or [entry.get("vector", "?")]
+    return f"{entry['cpu']} ({', '.join(extensions)}; {entry['threads']} threads)"
+
+
 def cost() -> str:
     from slac.analysis.report import markdown_table, method_name
     from slac.analysis.runs import load_run
@@ -159,7 +165,7 @@ def cost() -> str:
             minutes = sum(run.epoch_minutes)
             machine = path / "machine.json"
             machines = json.loads(machine.read_text()) if machine.is_file() else []
-            cpus = sorted({f"{m['cpu']} ({m.get('vector', '?')}, {m['threads']} threads)" for m in machines})
+            cpus = sorted({_machine(m) for m in machines})
             body.append([phase, method_name(run.config), str(run.config.seed), str(len(run.metrics)),
                          f"{run.summary['train_images_per_s']:.0f}", f"{minutes:.1f}",
                          str(len(machines)), "; ".join(cpus)])  # fmt: skip

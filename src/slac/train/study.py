@@ -60,15 +60,23 @@ class PlannedRun:
         return f"{self.phase}/{self.name}"
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def machine_entry() -> dict[str, Any]:
@@ -76,8 +84,15 @@ def machine_entry() -> dict[str, Any]:
     torch and numba versions, and the thread count."""
     import torch
 
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
     entry: dict[str, Any] = {
         "cpu": cpu_model(),
+        # A virtual machine's model name can be generic ("Intel(R) Xeon(R) Processor"): vendor, family,
+        # model and the vector/matrix extensions tell the CPUs apart (AMX: Sapphire Rapids or later).
+        "vendor": info.get("vendor_id"),
+        "family_model": f"{info['cpu family']}/{info['model']}" if "cpu family" in info else None,
+        "extensions": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
