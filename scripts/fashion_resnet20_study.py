@@ -43,34 +43,42 @@ def minutes_per_epoch(run_records: Path) -> float:
     return sum(minutes) / len(minutes)
 
 
-def study_epochs(study) -> int | None:
-    """E from study.json, or computed from the finished pilot by the protocol's rule (and saved); None
-    while the pilot is not finished."""
-    from slac.train.records import write_json_atomic
-
-    path = RECORDS / "study.json"
-    if path.is_file():
-        return int(json.loads(path.read_text())["epochs"])
-    pilot = {arm: RECORDS / "pilot" / f"{arm}_seed{PILOT_SEED}" for arm in MAIN_ARMS[:2]}
-    if not all((p / "summary.json").is_file() for p in pilot.values()):
-        return None
-    t_cnn, t_ann = (minutes_per_epoch(p) for p in pilot.values())
+def epochs_rule(t_cnn: float, t_ann: float) -> int:
+    """The protocol's E: the most epochs at which the 15 main runs (SLAC-ANN costed as the ANN) fit the
+    budget, at most the pilot's length. t: minutes per epoch."""
     per_epoch = len(MAIN_SEEDS) * (t_cnn + 2 * t_ann)
     epochs = min(PILOT_EPOCHS, math.floor(BUDGET_MINUTES / per_epoch))
     if epochs < 1:
         raise SystemExit(f"one epoch of the 15 main runs costs {per_epoch:.0f} min, over the budget")
-    write_json_atomic(
-        path,
-        {
-            "epochs": epochs,
-            "rule": "E = min(12, floor(360 / (5 * (t_cnn + 2 * t_ann)))), t = pilot minutes per epoch",
-            "t_cnn_minutes": t_cnn,
-            "t_ann_minutes": t_ann,
-            "main_minutes_estimate": epochs * per_epoch,
-        },
-    )
-    if study.commit:
-        study._commit(path, "study: epochs fixed from the pilot's cost")
+    return epochs
+
+
+def study_epochs(study, records: Path = RECORDS, save: bool = True) -> int | None:
+    """E from study.json, or computed from the finished pilot by the protocol's rule (and saved when
+    ``save``, and committed when ``study`` commits); None while the pilot is not finished."""
+    from slac.train.records import write_json_atomic
+
+    path = records / "study.json"
+    if path.is_file():
+        return int(json.loads(path.read_text())["epochs"])
+    pilot = [records / "pilot" / f"{arm}_seed{PILOT_SEED}" for arm in MAIN_ARMS[:2]]
+    if not all((p / "summary.json").is_file() for p in pilot):
+        return None
+    t_cnn, t_ann = (minutes_per_epoch(p) for p in pilot)
+    epochs = epochs_rule(t_cnn, t_ann)
+    if save:
+        write_json_atomic(
+            path,
+            {
+                "epochs": epochs,
+                "rule": "E = min(12, floor(360 / (5 * (t_cnn + 2 * t_ann)))), t = pilot minutes per epoch",
+                "t_cnn_minutes": t_cnn,
+                "t_ann_minutes": t_ann,
+                "main_minutes_estimate": epochs * len(MAIN_SEEDS) * (t_cnn + 2 * t_ann),
+            },
+        )
+        if study is not None and study.commit:
+            study._commit(path, "study: epochs fixed from the pilot's cost")
     return epochs
 
 
@@ -110,42 +118,52 @@ def analyze(run_dir: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plan", action="store_true", help="print each run's state and stop")
+    parser.add_argument(
+        "--plan", action="store_true", help="print each run's state and stop (writes nothing)"
+    )
     parser.add_argument("--phases", nargs="+", default=["pilot", "main", "secondary"],
                         choices=["pilot", "main", "secondary"])  # fmt: skip
     parser.add_argument("--commit", action="store_true", help="git-commit each run's records when it ends")
     parser.add_argument("--max_runs", type=int, default=None, help="stop after this many runs were trained")
     args = parser.parse_args(argv)
 
+    import slac.analysis.runs  # the analysis code is loaded now, with the training code
+    import slac.analysis.tails  # noqa: F401
     from slac.train import TrainingInterrupted
     from slac.train.study import Study
 
     study = Study(RUNS, RECORDS, analyze=analyze, commit=args.commit)
-    epochs = study_epochs(study)
+    epochs = study_epochs(study, save=not args.plan)
     print(f"study epochs: {epochs if epochs is not None else 'not fixed yet (the pilot has not finished)'}")
     if args.plan:
         for key, state in study.status(plan(epochs, args.phases)):
             print(f"  {key:45s} {state}")
         return 0
-    study.analyze_missing(plan(epochs, args.phases))
-    trained = 0
-    while True:
-        todo = [run for run in plan(study_epochs(study), args.phases) if not study.is_done(run)]
-        if not todo:
-            print("every planned run is done")
-            return 0
-        if args.max_runs is not None and trained >= args.max_runs:
-            print(f"stopped after {trained} runs; {len(todo)} left")
-            return 0
-        try:
-            summary = study.execute(todo[0])
-        except TrainingInterrupted as stop:
-            print(f"interrupted: {todo[0].key} keeps its checkpoint; run this script again to resume")
-            return 128 + stop.signum
-        trained += 1
-        if summary is not None:
-            print(f"{todo[0].key}: test top-1 {summary['final_test_top1']:.2f}% "
-                  f"(running statistics {summary['final_test_top1_running']:.2f}%)")  # fmt: skip
+    if epochs is None and "pilot" not in args.phases:
+        print("the study's epochs are fixed by the pilot, which has not finished: run --phases pilot first")
+        return 2
+    with study.lock():
+        if args.commit:
+            study.commit_pending()
+        study.analyze_missing(plan(epochs, args.phases))
+        trained = 0
+        while True:
+            todo = [run for run in plan(study_epochs(study), args.phases) if not study.is_done(run)]
+            if not todo:
+                print("every planned run is done")
+                return 0
+            if args.max_runs is not None and trained >= args.max_runs:
+                print(f"stopped after {trained} runs; {len(todo)} left")
+                return 0
+            try:
+                summary = study.execute(todo[0])
+            except TrainingInterrupted as stop:
+                print(f"interrupted: {todo[0].key} keeps its checkpoint or records; run this script again")
+                return 128 + stop.signum
+            trained += 1
+            if summary is not None:
+                print(f"{todo[0].key}: test top-1 {summary['final_test_top1']:.2f}% "
+                      f"(running statistics {summary['final_test_top1_running']:.2f}%)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def test_weight_layer_is_the_last_adder_layer_or_convolution():
     assert weight_layer(ann)[0] == "layer3.2.conv2"
     assert weight_layer(cnn)[0] == "layer3.2.conv2"
     assert isinstance(weight_layer(cnn)[1], torch.nn.Conv2d)
+    assert weight_layer(ann)[2] == "adder" and weight_layer(cnn)[2] == "convolution"
     with pytest.raises(ValueError, match="not an adder layer"):
         weight_layer(ann, "conv1")  # the full-precision first convolution
 

@@ -4,16 +4,19 @@ as an uninterrupted run, records and analysis copied, only those paths committed
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
-from slac.errors import ConfigError
+from slac.errors import ConfigError, DivergenceError
 from slac.train import Trainer, TrainingInterrupted, load_checkpoint
 from slac.train.study import RECORD_FILES, PlannedRun, Study, machine_entry
 
-RECIPE = "configs/digits/lenet_ann_slac.yaml"
+ROOT = Path(__file__).parents[2]
+RECIPE = str(ROOT / "configs" / "digits" / "lenet_ann_slac.yaml")
 SMALL = {"epochs": 2, "train_subset": 128, "batch_size": 32, "progress": False, "tensorboard": "off",
          "device": "cpu"}  # fmt: skip
 
@@ -76,6 +79,7 @@ def test_a_killed_process_leaves_its_entry(tmp_path, monkeypatch):
     study.execute(run)
     machines = json.loads((study.records(run) / "machine.json").read_text())
     assert [m["ended"] for m in machines] == ["interrupted", None, "finished"]
+    assert all(m["code"] for m in machines)
     assert "to_step" not in machines[1] and machines[1]["from_step"] == 2
 
 
@@ -112,29 +116,118 @@ def test_a_failing_analysis_keeps_the_run_and_is_tried_again(tmp_path):
     assert study.analyze_missing([run]) == []
 
 
-def test_commit_takes_only_the_records(tmp_path, monkeypatch):
+def _git_repo(path):
     def git(*args):
-        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+        return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
 
+    path.mkdir(parents=True, exist_ok=True)
     git("init", "-q")
     git("config", "user.email", "t@example.org")
     git("config", "user.name", "t")
-    (tmp_path / "other.txt").write_text("staged, not the study's\n")
+    return git
+
+
+def test_commit_takes_only_the_records_whatever_the_working_directory(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    git = _git_repo(repo)
+    (repo / "other.txt").write_text("staged, not the study's\n")
     git("add", "other.txt")
-    monkeypatch.chdir(tmp_path)
-    study = Study(tmp_path / "runs", tmp_path / "records", commit=True, log=lambda m: None)
-    run = PlannedRun("main", "slac_seed0", str(__import__("pathlib").Path(__file__).parents[2] / RECIPE), 0,
-                     {**SMALL, "epochs": 1})  # fmt: skip
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not inside the repository
+    study = Study(tmp_path / "runs", repo / "records", commit=True, log=lambda m: None)
+    run = PlannedRun("main", "slac_seed0", str(ROOT / RECIPE), 0, {**SMALL, "epochs": 1})
     study.execute(run)
     committed = git("show", "--name-only", "--format=%s", "HEAD").split()
     assert committed[:3] == ["study", "records:", "main/slac_seed0"]
-    assert sorted(committed[3:]) == sorted(
-        f"records/main/slac_seed0/{n}" for n in (*RECORD_FILES, "machine.json")
-    )
+    names = (*RECORD_FILES, "machine.json")
+    assert sorted(committed[3:]) == sorted(f"records/main/slac_seed0/{n}" for n in names)
     assert "other.txt" in git("diff", "--cached", "--name-only")  # still staged, not committed
+    # Records kept but not committed (a stop between the two) are committed on the next start.
+    (repo / "records" / "main" / "slac_seed0" / "extra.json").write_text("{}")
+    assert study.commit_pending() and "extra.json" in git("show", "--name-only", "HEAD")
+    assert not study.commit_pending()
+
+
+def test_a_signal_after_the_last_step_check_keeps_the_run_then_stops(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+    original = Trainer._train_step
+
+    def last_step_signalled(self, images, labels):
+        original(self, images, labels)
+        if self.step == self.steps_per_epoch * self.config.epochs:
+            self._stop_signal = signal.SIGTERM  # as the handler would, during the last step
+
+    monkeypatch.setattr(Trainer, "_train_step", last_step_signalled)
+    with pytest.raises(TrainingInterrupted):
+        study.execute(run)
+    assert study.is_done(run) and (study.records(run) / "summary.json").is_file()
+
+
+def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(planned())
+    other_seed = PlannedRun("main", "slac_seed0", RECIPE, 1, {**SMALL})
+    with pytest.raises(ConfigError, match=r"another recipe \(differs in seed\)"):
+        study.execute(other_seed)
+
+
+def test_a_restart_from_scratch_keeps_the_earlier_entries(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+
+    def killed(self):
+        raise KeyboardInterrupt  # before any checkpoint: the next start is from scratch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            study.execute(run)
+    assert study.state(run) == "new"
+    study.execute(run)
+    machines = json.loads((study.records(run) / "machine.json").read_text())
+    assert [m["ended"] for m in machines] == [None, "finished"]
+
+
+def test_a_diverged_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+
+    def diverge(self):
+        raise DivergenceError("the training loss became nan in epoch 1")
+
+    monkeypatch.setattr(Trainer, "fit", diverge)
+    assert study.execute(run) is None
+    assert study.is_done(run) and study.state(run).startswith("failed (the training loss became nan")
+    assert json.loads((study.records(run) / "machine.json").read_text())[-1]["ended"] == "failed"
+    assert not (study.records(run) / "summary.json").exists()
+
+
+def test_one_study_process_per_runs_dir(tmp_path):
+    study = Study(tmp_path / "runs", tmp_path / "records")
+    other = Study(tmp_path / "runs", tmp_path / "other")
+    with study.lock(), pytest.raises(ConfigError, match="another study process holds"), other.lock():
+        pass
+    with study.lock():  # released
+        pass
+
+
+def test_a_corrupt_summary_says_what_to_do(tmp_path):
+    study = Study(tmp_path / "runs", tmp_path / "records")
+    run = planned()
+    study.records(run).mkdir(parents=True)
+    (study.records(run) / "summary.json").write_text('{"epochs": 2, "final')
+    with pytest.raises(ConfigError, match=r"not valid JSON .*restore it from git, or delete it"):
+        study.is_done(run)
 
 
 def test_machine_entry_names_the_cpu_and_software():
     entry = machine_entry()
     assert entry["cpu"] and entry["torch"] == torch.__version__ and entry["threads"] >= 1
-    assert entry.get("vector") in (None, "avx512f", "avx2", "other")
+    assert set(entry["extensions"]) <= {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}
+    if Path("/proc/cpuinfo").is_file():
+        assert entry["vendor"] and "/" in entry["family_model"]
+    assert len(entry["code"].get("commit", "")) == 40 or "version" in entry["code"]  # this checkout: a commit

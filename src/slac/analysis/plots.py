@@ -15,6 +15,7 @@ Every figure has a title, labelled axes and a legend, and is written at ``dpi`` 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -217,15 +218,14 @@ def plot_histograms(
 
     plt = _pyplot()
     model, config = load_model(run, checkpoint)
-    chosen, module = weight_layer(model, layer)
-    kind = "adder layer" if config.form == "ann" else "convolution"
+    chosen, module, kind = weight_layer(model, layer)
     weights = module.weight.detach().float().flatten().numpy()
     features, _ = collect_features(model, config, split, limit)
     figure, (left, right) = plt.subplots(
         1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"
     )
     fits = {
-        "weights": _fit_panel(left, weights, f"weights of {kind} {chosen}", "weight value"),
+        "weights": _fit_panel(left, weights, f"weights of {kind} layer {chosen}", "weight value"),
         "features": _fit_panel(
             right,
             features.flatten().numpy(),
@@ -247,7 +247,7 @@ def _plot_bands(runs: list[str | Path], train_axes: Any, test_axes: Any) -> tupl
 
     items, notes = experiments(runs)
     for note in notes:
-        print(f"note: {note}")
+        warnings.warn(note, stacklevel=3)
     headlines, dashed = set(), set()
     for e in items:
         other = other_bn(e.config.eval_bn)

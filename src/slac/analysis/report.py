@@ -186,12 +186,8 @@ def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float 
 
 
 def _match(items: list[Experiment], name: str) -> list[Experiment]:
-    """Experiments whose label or method is ``name`` (then: whose label contains it)."""
-    return (
-        [e for e in items if e.label == name]
-        or [e for e in items if e.method == name]
-        or [e for e in items if name.lower() in e.label.lower()]
-    )
+    """Experiments whose label or method is ``name``."""
+    return [e for e in items if e.label == name] or [e for e in items if e.method == name]
 
 
 def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
@@ -209,14 +205,23 @@ def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
                     f"--compare {spec}: {name!r} matches 0 experiments; choose among: "
                     + "; ".join(e.label for e in items)
                 )
+        for name, arms in ((first, arms_a), (second, arms_b)):
+            kinds = [(e.config.model, e.config.dataset) for e in arms]
+            if len(set(kinds)) < len(kinds):
+                raise ConfigError(
+                    f"--compare {spec}: {name!r} matches several experiments of one model and dataset ("
+                    + "; ".join(e.label for e in arms)
+                    + "); give full labels"
+                )
         found = False
         for a in arms_a:
             for b in arms_b:
                 if (a.config.model, a.config.dataset) != (b.config.model, b.config.dataset) or a is b:
                     continue
                 found = True
-                row: dict[str, Any] = {"a": a.label, "b": b.label, "model": a.config.model,
-                                       "dataset": a.config.dataset, "headline": a.config.eval_bn}  # fmt: skip
+                row: dict[str, Any] = {"a": a.label, "b": b.label, "method_a": a.method, "method_b": b.method,
+                                       "model": a.config.model, "dataset": a.config.dataset,
+                                       "headline": a.config.eval_bn}  # fmt: skip
                 row["paired"] = paired_interval(dict(zip(a.seeds, a.accuracies, strict=True)),
                                                 dict(zip(b.seeds, b.accuracies, strict=True)))  # fmt: skip
                 diff, low, high = difference_interval(a.accuracies, b.accuracies)

@@ -44,9 +44,9 @@ def distribution_fits(values: np.ndarray) -> dict[str, float]:
     }  # fmt: skip
 
 
-def weight_layer(model: torch.nn.Module, layer: str | None = None) -> tuple[str, torch.nn.Module]:
-    """The named layer whose weights Figure 1 shows: an adder layer of an ANN (default: the last one), or
-    for a model without adder layers (CNN, BNN) a convolution (default: the last one)."""
+def weight_layer(model: torch.nn.Module, layer: str | None = None) -> tuple[str, torch.nn.Module, str]:
+    """(name, module, kind) of the layer whose weights Figure 1 shows: an adder layer of an ANN (default:
+    the last one), or for a model without adder layers (CNN, BNN) a convolution (default: the last one)."""
     from slac.nn import AdderLayer
 
     named = dict(model.named_modules())
@@ -60,7 +60,7 @@ def weight_layer(model: torch.nn.Module, layer: str | None = None) -> tuple[str,
     chosen = layer or layers[-1]
     if chosen not in layers:
         raise ConfigError(f"layer {chosen!r} is not an {kind} layer of the model: {', '.join(layers)}")
-    return chosen, named[chosen]
+    return chosen, named[chosen], kind
 
 
 def figure1_fits(
@@ -71,10 +71,12 @@ def figure1_fits(
     from slac.analysis.runs import collect_features, load_model
 
     model, config = load_model(run, checkpoint)
-    chosen, module = weight_layer(model, layer)
+    chosen, module, kind = weight_layer(model, layer)
     features, _ = collect_features(model, config, split, limit)
     return {
         "layer": chosen,
+        "kind": kind,
+        "bn": "running",  # the checkpoint's BatchNorm statistics, as deployed
         "weights": distribution_fits(module.weight.detach().double().cpu().numpy()),
         "features": distribution_fits(features.double().numpy()),
         "split": split,

@@ -1,45 +1,58 @@
 """Studies that outlive a process: a list of planned runs, executed in order, each one skipped when its
 records are already kept, resumed from its checkpoint when it was interrupted, and its small records
-copied to a results folder (which is committed) as soon as it finishes.
+copied to a results folder (meant for git) as soon as it finishes.
 
     from slac.train.study import PlannedRun, Study
     study = Study("runs/my-study", "docs/records/my-study")
     plan = [PlannedRun("main", "ann_seed0", "configs/x.yaml", seed=0, overrides={"epochs": 6})]
-    study.status(plan)      # [("main", "ann_seed0", "new" | "partial (epoch 3 of 6)" | "done")]
-    study.execute(plan[0])  # trains (or resumes), then copies the records
+    study.status(plan)      # [("main/ann_seed0", "new" | "partial (epoch 3 of 6)" | "done" | "failed ...")]
+    with study.lock():      # one study process per runs_dir
+        study.execute(plan[0])  # trains (or resumes), then copies the records
 
 A run lives in ``runs_dir/<phase>/<name>/`` (config, metrics, summary, checkpoints; never committed); its
 records in ``records_dir/<phase>/<name>/``:
 
-    config.yaml, metrics.csv, summary.json   as ``slac train`` wrote them
-    machine.json                             one entry per process that trained it: CPU, software,
-                                             epochs covered, wall-clock seconds, how it ended
-                                             ("finished", "interrupted", or null: killed)
+    config.yaml, metrics.csv, summary.json   as ``slac train`` wrote them (summary.json copied last: it
+                                             marks the records complete)
+    machine.json                             one entry per process that trained it: CPU, software, the
+                                             code's git commit, epochs covered, wall-clock seconds, how it
+                                             ended ("finished", "interrupted", "failed", or null: the
+                                             process died without a word, e.g. SIGKILL)
     analysis.json                            what ``analyze`` returned (computed while the checkpoint exists)
+    failed.json                              instead of summary.json, for a run whose loss became
+                                             non-finite (``DivergenceError``): the error and its epoch
 
-A run is *done* when its records hold a summary.json of the planned number of epochs. Interrupted runs
-keep their checkpoint; the next ``execute`` resumes from ``checkpoints/last.pt`` (inside an epoch when the
-stop came mid-epoch, see ``Trainer``). A run directory without a usable checkpoint is started again.
+A run is *done* when its records hold a summary.json of the planned number of epochs, or a failed.json.
+Interrupted runs keep their checkpoint; the next ``execute`` resumes from ``checkpoints/last.pt`` (inside
+an epoch when the stop came mid-epoch, see ``Trainer``) if it is of the planned recipe, seed included.
+A run directory without a usable checkpoint is started again (its machine.json entries are kept).
+
+Signals: SIGTERM/SIGINT during training write a checkpoint and stop (``TrainingInterrupted``); during the
+last step, the evaluation or the copying of records, the run is finished and kept first, then the same
+``TrainingInterrupted`` is raised, so a study loop stops at the next run boundary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slac.errors import CheckpointError, ConfigError
+from slac.errors import CheckpointError, ConfigError, DivergenceError
 from slac.train.records import write_json_atomic
 
-__all__ = ["RECORD_FILES", "PlannedRun", "Study", "cpu_model", "machine_entry"]
+__all__ = ["RECORD_FILES", "PlannedRun", "Study", "code_version", "cpu_model", "machine_entry"]
 
 RECORD_FILES = ("config.yaml", "metrics.csv", "summary.json")
 
@@ -58,6 +71,9 @@ class PlannedRun:
     @property
     def key(self) -> str:
         return f"{self.phase}/{self.name}"
+
+
+# ----------------------------------------------------------------------------------------------- machine
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -79,9 +95,27 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+def code_version() -> dict[str, Any]:
+    """The git commit of the slac source in use and whether its tracked files differ from it; the package
+    version where slac is not a git checkout."""
+    import slac
+
+    source = Path(slac.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                              timeout=10)  # fmt: skip
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                                   cwd=source, capture_output=True, text=True, timeout=10)  # fmt: skip
+            return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": getattr(slac, "__version__", "unknown")}
+
+
 def machine_entry() -> dict[str, Any]:
-    """What describes the process that trains: CPU model and count, the vector features numba targets,
-    torch and numba versions, and the thread count."""
+    """What describes the process that trains: CPU (name, vendor, family/model, vector extensions), count
+    and threads, torch/numba/python versions and the code's commit."""
     import torch
 
     info = _cpuinfo()
@@ -97,19 +131,13 @@ def machine_entry() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "code": code_version(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         import numba
-        from numba.core import config as numba_config
 
         entry["numba"] = numba.__version__
-        features = {f.lstrip("+") for f in (numba_config.CPU_FEATURES or "").split(",")}
-        if not features - {""}:
-            import llvmlite.binding as llvm
-
-            features = {name for name, on in llvm.get_host_cpu_features().items() if on}
-        entry["vector"] = "avx512f" if "avx512f" in features else ("avx2" if "avx2" in features else "other")
     except ImportError:
         pass
     return entry
@@ -118,16 +146,46 @@ def machine_entry() -> dict[str, Any]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON ({error}); delete it or restore it from git") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path} is not valid JSON ({error}); restore it from git, or delete it (the run is then "
+            "redone or resumed)"
+        ) from None
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(descriptor)
+    try:
+        shutil.copy2(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT noted while no trainer handles them (a second one stops at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------------------------- study
 
 
 class Study:
     """Executes planned runs under ``runs_dir`` and keeps their records in ``records_dir``.
 
     ``analyze(run_dir) -> dict`` (optional) runs after a run finishes, while its checkpoint exists; its
-    result is kept as analysis.json. ``commit=True`` commits each run's records with git as soon as they are
-    written (only those paths, whatever else the index holds).
+    result is kept as analysis.json (a failure is logged, and ``analyze_missing`` tries again).
+    ``commit=True`` commits each run's records with git once they are written (only those paths, whatever
+    else the index holds); a commit that fails is logged and ``commit_pending`` tries again.
     """
 
     def __init__(
@@ -144,12 +202,37 @@ class Study:
     def run_dir(self, run: PlannedRun) -> Path:
         return self.runs_dir / run.phase / run.name
 
+    def checkpoint(self, run: PlannedRun) -> Path:
+        return self.run_dir(run) / "checkpoints" / "last.pt"
+
     def records(self, run: PlannedRun) -> Path:
         return self.records_dir / run.phase / run.name
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``runs_dir/.lock`` (an flock) while executing: two study processes on one runs_dir would
+        train the same run directory."""
+        import fcntl
+
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        path = self.runs_dir / ".lock"
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another study process holds {path}; wait for it to end, or stop it first"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------------------ status
 
     def is_done(self, run: PlannedRun) -> bool:
+        if (self.records(run) / "failed.json").is_file():
+            return True
         summary = self.records(run) / "summary.json"
         if not summary.is_file():
             return False
@@ -157,19 +240,20 @@ class Study:
         return epochs is None or _read_json(summary).get("epochs") == epochs
 
     def state(self, run: PlannedRun) -> str:
-        """ "done", "partial (epoch k of n)" (a checkpoint to resume) or "new"."""
+        """ "done", "failed (...)", "partial (epoch k of n)" (a checkpoint to resume) or "new"."""
+        failed = self.records(run) / "failed.json"
+        if failed.is_file():
+            return f"failed ({_read_json(failed).get('error', '?')})"
         if self.is_done(run):
             return "done"
-        checkpoint = self.run_dir(run) / "checkpoints" / "last.pt"
-        if checkpoint.is_file():
+        if self.checkpoint(run).is_file():
             from slac.train.checkpoint import load_checkpoint
 
             try:
-                state = load_checkpoint(checkpoint)
+                state = load_checkpoint(self.checkpoint(run))
             except CheckpointError:
                 return "new (its checkpoint is unreadable)"
-            total = state["config"].get("epochs")
-            return f"partial (epoch {state.get('epoch', 0)} of {total})"
+            return f"partial (epoch {state.get('epoch', 0)} of {state['config'].get('epochs')})"
         return "new"
 
     def status(self, plan: list[PlannedRun]) -> list[tuple[str, str]]:
@@ -177,82 +261,133 @@ class Study:
 
     # --------------------------------------------------------------------------------------- execution
 
-    def _trainer(self, run: PlannedRun) -> Any:
-        from slac.train import Trainer, load_config
-
-        run_dir = self.run_dir(run)
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-        if checkpoint.is_file():
-            try:
-                trainer = Trainer(resume=checkpoint)
-            except CheckpointError as error:
-                self.log(f"{run.key}: checkpoint unusable ({error}); starting again")
-            else:
-                self._check_resumed(run, trainer.config)
-                self.log(f"{run.key}: resuming from {checkpoint} (epoch {trainer.epoch})")
-                return trainer
-        overrides = {**run.overrides, "seed": run.seed, "name": run.name, "out_dir": str(run_dir.parent)}
-        self.log(f"{run.key}: starting ({run.config}, seed {run.seed})")
-        return Trainer(load_config(run.config, overrides), overwrite=True)
-
-    def _check_resumed(self, run: PlannedRun, config: Any) -> None:
-        """The checkpoint must be of the planned recipe: a changed plan must not resume an older run."""
+    def _recipe(self, run: PlannedRun) -> Any:
         from slac.train import load_config
 
-        planned = load_config(run.config, {**run.overrides, "seed": run.seed, "name": run.name,
-                                           "out_dir": str(self.run_dir(run).parent)}).to_dict()  # fmt: skip
-        saved = config.to_dict()
-        from slac.analysis.runs import EXECUTION_KEYS
+        overrides = {
+            **run.overrides,
+            "seed": run.seed,
+            "name": run.name,
+            "out_dir": str(self.run_dir(run).parent),
+        }
+        return load_config(run.config, overrides)
 
-        differ = sorted(k for k in planned if k not in EXECUTION_KEYS and planned[k] != saved.get(k))
+    def _resumable(self, run: PlannedRun) -> bool:
+        """Whether the run directory's checkpoint is a readable one of the planned recipe (seed and epochs
+        included); raises when it is of another recipe, which must not be resumed nor silently deleted."""
+        from slac.train.checkpoint import load_checkpoint
+        from slac.train.config import RESUME_OVERRIDABLE, saved_config
+
+        if not self.checkpoint(run).is_file():
+            return False
+        try:
+            saved = saved_config(load_checkpoint(self.checkpoint(run))["config"], "checkpoint config")
+        except (CheckpointError, ConfigError) as error:
+            self.log(f"{run.key}: checkpoint unusable ({error}); starting again")
+            return False
+        ignored = (RESUME_OVERRIDABLE - {"epochs"}) | {"name", "out_dir"}
+        planned, kept = self._recipe(run).to_dict(), saved.to_dict()
+        differ = sorted(k for k in planned if k not in ignored and planned[k] != kept.get(k))
         if differ:
             raise ConfigError(
                 f"{self.run_dir(run)} holds a run of another recipe (differs in {', '.join(differ)}); "
                 "move it away or delete it to start the planned run"
             )
+        return True
+
+    def _trainer(self, run: PlannedRun) -> Any:
+        from slac.train import Trainer
+
+        if self._resumable(run):
+            trainer = Trainer(resume=self.checkpoint(run))
+            self.log(f"{run.key}: resuming from {self.checkpoint(run)} (epoch {trainer.epoch})")
+            return trainer
+        self.log(f"{run.key}: starting ({run.config or 'the default recipe'}, seed {run.seed})")
+        return Trainer(self._recipe(run), overwrite=True)
 
     def execute(self, run: PlannedRun) -> dict[str, Any] | None:
-        """Train (or resume) ``run`` to its end and keep its records; None when it was done already.
-        ``TrainingInterrupted`` propagates after the checkpoint is written (and machine.json updated)."""
+        """Train (or resume) ``run`` to its end and keep its records; None when it was done already or
+        failed (failed.json). ``TrainingInterrupted`` propagates after the checkpoint is written, or after
+        the records are kept when the signal came once training was over."""
         if self.is_done(run):
             return None
         from slac.train import TrainingInterrupted
 
+        flag = _StopFlag()
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, flag)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        try:
+            summary, late = self._execute(run, flag)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if flag.signum or late:
+            raise TrainingInterrupted(int(flag.signum or late), self.checkpoint(run))
+        return summary
+
+    def _execute(self, run: PlannedRun, flag: _StopFlag) -> tuple[dict[str, Any] | None, int | None]:
+        """(summary or None when failed, a signal the trainer saw after its last step check)."""
+        from slac.train import TrainingInterrupted
+
+        machine = self.run_dir(run) / "machine.json"
+        history = _read_json(machine) if machine.is_file() else []  # a restart removes the directory
         trainer = self._trainer(run)
-        # Logged before training, so that a process killed without a chance to write (SIGKILL) still
-        # leaves its entry ("ended": null); completed when it stops or finishes.
+        # Logged before training, so that a process that dies without a chance to write (SIGKILL) still
+        # leaves its entry ("ended": null); completed when it stops, fails or finishes.
         entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step, "ended": None}
-        self._log_machine(run, entry)
+        write_json_atomic(machine, [*history, entry])
         started = time.perf_counter()
+
+        def close(ended: str) -> None:
+            done = {"to_epoch": trainer.epoch, "to_step": trainer.step, "ended": ended,
+                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
+            write_json_atomic(machine, [*history, entry | done])
+
+        if flag.signum:  # stopped while the trainer was being built: do not start training
+            close("interrupted")
+            raise TrainingInterrupted(
+                flag.signum, self.checkpoint(run) if self.checkpoint(run).is_file() else None
+            )
         try:
             summary = trainer.fit()
         except TrainingInterrupted:
-            self._log_machine(run, entry | {"to_epoch": trainer.epoch, "to_step": trainer.step,
-                                            "wall_seconds": time.perf_counter() - started,
-                                            "ended": "interrupted"}, replace_last=True)  # fmt: skip
+            close("interrupted")
             raise
-        self._log_machine(run, entry | {"to_epoch": trainer.epoch, "to_step": trainer.step,
-                                        "wall_seconds": time.perf_counter() - started, "ended": "finished"},
-                          replace_last=True)  # fmt: skip
+        except DivergenceError as error:
+            close("failed")
+            self._keep_failed(run, error, trainer.epoch)
+            return None, None
+        close("finished")
         self.keep(run)
-        return summary
+        return summary, trainer._stop_signal  # a signal during the last step or the evaluation
 
-    def _log_machine(self, run: PlannedRun, entry: dict[str, Any], replace_last: bool = False) -> None:
-        path = self.run_dir(run) / "machine.json"
-        entries = _read_json(path) if path.is_file() else []
-        if replace_last:
-            entries = entries[:-1]
-        write_json_atomic(path, [*entries, entry])
+    def _keep_failed(self, run: PlannedRun, error: Exception, epoch: int) -> None:
+        target = self.records(run)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.csv", "machine.json"):
+            if (self.run_dir(run) / name).is_file():
+                _copy_atomic(self.run_dir(run) / name, target / name)
+        write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
+        self.log(f"{run.key}: failed in epoch {epoch + 1} ({error}); recorded as failed")
+        if self.commit:
+            self._commit(target, f"study records: {run.key} (failed)")
 
     def keep(self, run: PlannedRun) -> Path:
-        """Copy a finished run's records (and its analysis) to the records folder; commit them if asked."""
+        """Copy a finished run's records (summary.json last) and its analysis to the records folder;
+        commit them if asked."""
         source, target = self.run_dir(run), self.records(run)
         if not (source / "summary.json").is_file():
             raise FileNotFoundError(f"{source} has no summary.json: the run has not finished")
         target.mkdir(parents=True, exist_ok=True)
-        for name in (*RECORD_FILES, "machine.json"):
+        (target / "summary.json").unlink(missing_ok=True)  # until the others are in place
+        (target / "analysis.json").unlink(missing_ok=True)  # of an earlier run of this name
+        for name in ("config.yaml", "metrics.csv", "machine.json", "summary.json"):
             if (source / name).is_file():
-                shutil.copy2(source / name, target / name)
+                _copy_atomic(source / name, target / name)
         self._analyze(run)
         if self.commit:
             self._commit(target, f"study records: {run.key}")
@@ -277,24 +412,46 @@ class Study:
         """Analyse the done runs that have no analysis.json yet and still have their checkpoint."""
         done = []
         for run in plan:
-            missing = self.is_done(run) and not (self.records(run) / "analysis.json").is_file()
-            if missing and (self.run_dir(run) / "checkpoints" / "last.pt").is_file() and self._analyze(run):
+            kept = (self.records(run) / "summary.json").is_file() and self.is_done(run)
+            missing = kept and not (self.records(run) / "analysis.json").is_file()
+            if missing and self.checkpoint(run).is_file() and self._analyze(run):
                 if self.commit:
                     self._commit(self.records(run), f"study analysis: {run.key}")
                 done.append(run.key)
         return done
 
-    def _commit(self, path: Path, message: str) -> None:
-        for attempt in range(5):
-            added = subprocess.run(["git", "add", "--", str(path)], capture_output=True, text=True)
-            if added.returncode == 0:
-                done = subprocess.run(
-                    ["git", "commit", "-q", "-m", message, "--", str(path)], capture_output=True, text=True
-                )
-                if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
-                    return
-                error = done.stderr
-            else:
-                error = added.stderr
-            time.sleep(2 * (attempt + 1))  # another git process holds the index lock
-        self.log(f"warning: could not commit {path}: {error.strip()}; commit it by hand")
+    # ------------------------------------------------------------------------------------------- git
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess:
+        # In the records' repository whatever the working directory; C locale for git's messages.
+        return subprocess.run(["git", *args], cwd=self.records_dir, capture_output=True, text=True,
+                              env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+
+    def _commit(self, path: Path, message: str) -> bool:
+        """Commit ``path`` alone; True when committed or nothing changed. Retried while another git
+        process holds the index lock; any other failure is logged (``commit_pending`` tries again)."""
+        path = path.resolve()
+        error = ""
+        for attempt in range(6):
+            result = self._git("add", "--", str(path))
+            if result.returncode == 0:
+                if self._git("diff", "--cached", "--quiet", "--", str(path)).returncode == 0:
+                    return True  # nothing to commit
+                result = self._git("commit", "-q", "-m", message, "--", str(path))
+                if result.returncode == 0:
+                    return True
+            error = (result.stderr or result.stdout).strip()
+            if "index.lock" not in error:
+                break
+            time.sleep(2 * (attempt + 1))
+        self.log(f"warning: could not commit {path}: {error}; commit it by hand or run the study again")
+        return False
+
+    def commit_pending(self) -> bool:
+        """Commit records kept but not committed (a process that stopped between the two); True when
+        there was something."""
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        status = self._git("status", "--porcelain", "--", ".")
+        if status.returncode != 0 or not status.stdout.strip():
+            return False
+        return self._commit(self.records_dir, "study records: kept before an interruption")

@@ -1,0 +1,150 @@
+"""The Fashion-MNIST ResNet-20 study's scripts against the protocol in REPRODUCTION.md: the epochs rule,
+the order of runs, the readings of the intervals, and the report from fabricated records."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from slac.train import TrainConfig, save_config
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+study = load_script("fashion_resnet20_study")
+reporting = load_script("fashion_resnet20_report")
+
+
+def test_the_epochs_rule():
+    # 360 / (5 * (1.9 + 2 * 4.35)) = 6.79: six epochs; capped at the pilot's 12; over budget is refused.
+    assert study.epochs_rule(1.9, 4.35) == 6
+    assert study.epochs_rule(0.1, 0.1) == 12
+    assert study.epochs_rule(2.0, 5.0) == 6 and study.epochs_rule(2.0, 5.9) == 5
+    with pytest.raises(SystemExit, match="over the budget"):
+        study.epochs_rule(30.0, 30.0)
+
+
+def test_the_plan_follows_the_protocols_order():
+    keys = [run.key for run in study.plan(6, ["pilot", "main", "secondary"])]
+    assert keys[:2] == ["pilot/resnet20_cnn_linear_seed100", "pilot/resnet20_ann_linear_seed100"]
+    assert keys[2:5] == ["main/resnet20_cnn_linear_seed0", "main/resnet20_ann_linear_seed0",
+                         "main/resnet20_ann_slac_seed0"]  # fmt: skip
+    assert keys[16:19] == [
+        "main/resnet20_ann_slac_seed4",
+        "main/resnet20_ann_sl_seed0",
+        "main/resnet20_ann_lgm_seed0",
+    ]
+    assert keys[-2:] == ["main/resnet20_ann_lsoftmax_seed2", "main/resnet20_ann_mom_seed2"]
+    assert len(keys) == 2 + 15 + 12
+    runs = study.plan(6, ["main"])
+    assert {r.overrides["epochs"] for r in runs} == {6} and {r.seed for r in runs} == {0, 1, 2, 3, 4}
+    assert study.plan(None, ["main", "secondary"]) == []  # nothing before the pilot fixes E
+
+
+def _row(a, b, low, high):
+    return {"method_a": a, "method_b": b, "paired": {"low": low, "high": high}}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "low", "high", "reading"),
+    [
+        ("SLAC-ANN", "ANN", 0.1, 0.9, "supported"),
+        ("SLAC-ANN", "ANN", -0.5, 0.25, "contradicted (rules out a gain of +0.3)"),
+        ("SLAC-ANN", "ANN", -0.5, -0.1, "contradicted (A is worse)"),
+        ("SLAC-ANN", "ANN", -0.2, 0.6, "not supported (inconclusive)"),
+        ("SLAC-ANN", "ANN", 0.05, 0.25, "a gain smaller than the paper's"),
+        ("SLAC-ANN", "SL-ANN", 0.1, 0.9, "supported, 3 seeds"),
+        ("ANN", "CNN", -0.8, -0.2, "supported (within 1 point of the CNN)"),
+        ("ANN", "CNN", -1.6, -1.1, "contradicted (more than 1 point below the CNN)"),
+        ("ANN", "CNN", -1.3, -0.5, "not supported"),
+        ("SL-ANN", "ANN", 0.5, 1.0, "exploratory"),
+        ("SLAC-ANN", "ANN", math.nan, math.nan, "n/a"),
+    ],
+)
+def test_readings_of_the_intervals(a, b, low, high, reading):
+    assert reporting.verdict(_row(a, b, low, high)).startswith(reading)
+
+
+def _fabricate(records, phase, head, form, seed, final, running, epochs, analysis=None):
+    run = records / phase / f"resnet20_{form}_{head}_seed{seed}"
+    run.mkdir(parents=True)
+    config = TrainConfig(model="resnet20", dataset="fashion-mnist", form=form, head=head, seed=seed,
+                         epochs=epochs, eval_bn="recalibrated")  # fmt: skip
+    save_config(config, run / "config.yaml")
+    rows = ["epoch,train_top1,test_top1,test_top1_running,epoch_seconds,eval_seconds"]
+    for epoch in range(1, epochs + 1):
+        rows.append(f"{epoch},{final - epochs + epoch},{final - epochs + epoch},{running},60,12")
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"epochs": epochs, "final_test_top1": final, "final_test_top1_running": running,
+               "train_images_per_s": 250.0}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    machine = [{"cpu": "Test CPU", "extensions": ["avx2"], "threads": 2}]
+    (run / "machine.json").write_text(json.dumps(machine))
+    if analysis is not None:
+        (run / "analysis.json").write_text(json.dumps(analysis))
+    return run
+
+
+def _fits(gaussian, laplace):
+    return {"gaussian": gaussian, "laplace": laplace}
+
+
+def test_study_epochs_from_fabricated_pilot_records(tmp_path):
+    records = tmp_path / "records"
+    _fabricate(records, "pilot", "linear", "cnn", 100, 93.0, 93.0, 12)
+    assert study.study_epochs(None, records) is None  # the ANN pilot has not finished
+    _fabricate(records, "pilot", "linear", "ann", 100, 91.0, 91.0, 12)
+    # t = (60 + 12) s = 1.2 min for both: 360 / (5 * 3.6) = 20, capped at 12
+    assert study.study_epochs(None, records, save=False) == 12 and not (records / "study.json").exists()
+    assert study.study_epochs(None, records) == 12
+    saved = json.loads((records / "study.json").read_text())
+    assert saved["t_ann_minutes"] == pytest.approx(1.2) and saved["epochs"] == 12
+
+
+def test_the_report_from_fabricated_records(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    records, out = tmp_path / "records", tmp_path / "out"
+    _fabricate(records, "pilot", "linear", "cnn", 100, 93.0, 93.0, 4)
+    _fabricate(records, "pilot", "linear", "ann", 100, 92.0, 92.0, 4)
+    figure1 = {
+        "figure1": {"layer": "layer3.2.conv2", "weights": _fits(-2.0, -1.8), "features": _fits(-0.9, -1.0)}
+    }
+    for seed, (cnn, ann, slac, sl) in enumerate([(93.0, 91.0, 91.5, 91.2), (93.2, 91.4, 91.7, 91.1),
+                                                 (92.8, 90.9, 91.3, 91.0)]):  # fmt: skip
+        _fabricate(records, "main", "linear", "cnn", seed, cnn, cnn - 0.1, 2, {**figure1, "skewness": None})
+        _fabricate(records, "main", "linear", "ann", seed, ann, ann - 0.3, 2, {**figure1, "skewness": None})
+        _fabricate(records, "main", "slac", "ann", seed, slac, slac - 0.2, 2,
+                   {**figure1, "skewness": {"mean_cosine": 0.0, "angle_loss": 0.3}})  # fmt: skip
+        _fabricate(records, "main", "sl", "ann", seed, sl, sl, 2,
+                   {**figure1, "skewness": {"mean_cosine": 0.4, "angle_loss": 0.8}})  # fmt: skip
+    assert reporting.main(["--records", str(records), "--out", str(out), "--runs", str(tmp_path)]) == 0
+    table = (out / "table.md").read_text()
+    # SLAC-ANN - ANN: differences 0.5, 0.3, 0.4 (mean 0.4, sd 0.1): paired CI 0.4 -+ 4.303 * 0.1 / sqrt(3)
+    assert (
+        "| resnet20 SLAC-ANN fashion-mnist - resnet20 ANN fashion-mnist | 3 | +0.40 | 0.10 | [+0.15, +0.65] |"
+        in table
+    )
+    assert "| SLAC-ANN - ANN | supported |" in table
+    assert "| ANN - CNN | contradicted (more than 1 point below the CNN) |" in table  # -1.9, [-2.15, -1.65]
+    assert "| SL-ANN - ANN | exploratory (no pre-registered reading) |" in table
+    convergence = (out / "convergence.md").read_text()
+    assert "| ANN | 92.00 | 91.10 (n=3) | -0.90 | near convergence |" in convergence
+    assert "the ANN decides" in convergence
+    figure = (out / "figure1.md").read_text()
+    assert "| SLAC-ANN | weights | 3 | 0 | heavy tails supported (Laplace in every seed) |" in figure
+    assert "| ANN | features | 0 | 3 | heavy tails contradicted (Gaussian in every seed) |" in figure
+    assert "in 3 of 3 seed pairs: supported as a mechanism" in (out / "skewness.md").read_text()
+    assert "Test CPU (avx2; 2 threads)" in (out / "cost.md").read_text()
+    assert (out / "curves.png").stat().st_size > 10_000 and (out / "pilot_curves.png").is_file()
+    assert reporting.main(["--records", str(tmp_path / "none"), "--out", str(out)]) == 2
