@@ -123,7 +123,7 @@ def test_a_stop_signal_resumes_exactly_wherever_it_lands(tmp_path, stop_at):
         trainer.fit()
     resumed = Trainer(resume=tmp_path / "stopped", log=lambda message: None)
     resumed.fit()
-    timing = {"epoch_seconds", "train_images_per_s", "bn_recalibration_seconds"}
+    timing = {"epoch_seconds", "train_images_per_s", "bn_recalibration_seconds", "eval_seconds"}
 
     def results(history):
         return [{k: v for k, v in row.items() if k not in timing} for row in history]
