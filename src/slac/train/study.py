@@ -312,14 +312,10 @@ class Study:
         if self.is_done(run):
             return None
         from slac.train import TrainingInterrupted
+        from slac.train.trainer import install_stop_handlers
 
         flag = _StopFlag()
-        previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                previous[signum] = signal.signal(signum, flag)
-            except ValueError:  # not the main thread: leave signals alone
-                break
+        previous = install_stop_handlers(flag)
         try:
             summary, late = self._execute(run, flag)
         finally:

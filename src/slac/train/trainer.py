@@ -79,6 +79,18 @@ __all__ = [
 ]
 
 
+def install_stop_handlers(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """Install ``handler`` for SIGTERM and SIGINT; returns the previous handlers (to put back with
+    ``signal.signal``). Outside the main thread signals are left alone and nothing is returned."""
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    return previous
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT arrived; a checkpoint of the exact position was written first."""
 
@@ -580,13 +592,7 @@ class Trainer:
             self._stop_signal = signum
             self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint after this step, then stopping")
 
-        previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                previous[signum] = signal.signal(signum, handler)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-        return previous
+        return install_stop_handlers(handler)
 
     def _should_stop(self) -> bool:
         flag = float(self._stop_signal or 0)
