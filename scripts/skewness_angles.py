@@ -19,8 +19,9 @@ def main(runs: list[str]) -> int:
     print("| run | head | mean pairwise cos(gamma) | L_ac |")
     print("|---|---|---:|---:|")
     for run in runs:
-        head = load_checkpoint(run)["config"]["head"]
-        angles = skewness_angles(run)
+        checkpoint = load_checkpoint(run)
+        head = checkpoint["config"]["head"]
+        angles = skewness_angles(checkpoint)
         if angles is None:
             print(f"| {run} | {head} | (no skewness) | |")
             continue

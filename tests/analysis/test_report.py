@@ -175,3 +175,39 @@ def test_compare_per_seed_and_the_running_column(tmp_path, capsys):
         report.compare(items, ["SLAC-ANN"])
     with pytest.raises(ValueError, match="matches 0 experiments"):
         report.compare(items, ["SLAC-ANN:BNN"])
+
+
+def test_arms_reported_on_different_statistics_are_compared_on_the_same_ones(tmp_path):
+    # SLAC headlines recalibrated BN (running beside); the ANN headlines running BN and logged the
+    # recalibrated figure beside. Both differences must take like with like.
+    paths = [_recalibrated(tmp_path, f"slac{seed}", acc, running, seed=seed, head="slac")
+             for seed, (acc, running) in enumerate(((90.0, 80.0), (92.0, 85.0), (94.0, 90.0)))]  # fmt: skip
+    for seed, (running, recalibrated) in enumerate(((81.0, 88.0), (82.0, 89.0), (83.0, 90.0))):
+        run = fabricate(tmp_path, f"ann{seed}", running, seed=seed, head="linear", eval_bn="running")
+        summary = json.loads((run / "summary.json").read_text())
+        summary.update({"final_test_top1_running": running, "final_test_top1_recalibrated": recalibrated})
+        (run / "summary.json").write_text(json.dumps(summary))
+        paths.append(run)
+    items, _ = report.experiments(paths)
+    rows = report.compare(items, ["SLAC-ANN:ANN", "ANN:SLAC-ANN"])
+    assert rows[0]["headline"] == "recalibrated" and rows[0]["paired"]["diff"] == pytest.approx(3.0)
+    assert rows[0]["beside"]["diff"] == pytest.approx(3.0)  # running: 80-81, 85-82, 90-83
+    assert rows[1]["headline"] == "running" and rows[1]["paired"]["diff"] == pytest.approx(-3.0)
+    table = report.format_comparisons(rows)
+    assert table.splitlines()[0].startswith("| difference | pairs |")  # no single statistic to name
+    assert "lenet SLAC-ANN digits - lenet ANN digits (recalibrated BN) | 3 | +3.00 |" in table
+    summary_rows = report.summarize(items, baseline="ANN")
+    slac_row = next(r for r in summary_rows if r["method"] == "SLAC-ANN")
+    assert slac_row["diff"] == pytest.approx(3.0)  # against the ANN's recalibrated figures
+    long = report.format_report(summary_rows, items).splitlines()
+    assert long[0].startswith("| experiment | BN statistics | n | mean top-1 % |")
+    assert "other BN statistics: mean ± std" in long[0]
+    assert "| lenet ANN digits | running | 3 | 82.00 | 1.00 | 0 1 2 |  |  | 89.00 ± 1.00 |" in long
+    without = [p for p in paths if p.name.startswith("slac")]
+    for run in (tmp_path / "ann0", tmp_path / "ann1", tmp_path / "ann2"):
+        summary = json.loads((run / "summary.json").read_text())
+        del summary["final_test_top1_recalibrated"]
+        (run / "summary.json").write_text(json.dumps(summary))
+    items, _ = report.experiments([*without, tmp_path / "ann0", tmp_path / "ann1", tmp_path / "ann2"])
+    with pytest.raises(ValueError, match="no final test top-1 on recalibrated BatchNorm"):
+        report.compare(items, ["SLAC-ANN:ANN"])

@@ -57,5 +57,9 @@ def test_skewness_angles_of_opposite_and_aligned_tails(tmp_path):
     opposite = skewness_angles(head_checkpoint(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])))
     assert aligned["mean_cosine"] == pytest.approx(1.0) and opposite["mean_cosine"] == pytest.approx(-1.0)
     assert aligned["classes"] == 3
+    from slac.train import load_checkpoint
+
+    loaded = load_checkpoint(head_checkpoint(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])))
+    assert skewness_angles(loaded) == opposite  # a checkpoint already loaded reads the same
     assert skewness_angles(save_checkpoint({"model": {"head.weight": torch.zeros(2, 2)}, "config": {}},
                                            tmp_path / "linear.pt")) is None  # fmt: skip

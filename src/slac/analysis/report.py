@@ -33,6 +33,7 @@ from typing import Any
 
 from slac.analysis.runs import Run, load_run
 from slac.errors import ConfigError, RunError
+from slac.train.config import other_bn
 
 __all__ = [
     "Experiment",
@@ -80,7 +81,11 @@ class Experiment:
     @property
     def beside(self) -> list[float] | None:
         """The final test top-1 of every run on the other BatchNorm statistics; None unless all logged it."""
-        values = [run.final_test_top1_beside for run in self.runs]
+        return self.on(other_bn(self.config.eval_bn))
+
+    def on(self, bn: str) -> list[float] | None:
+        """The final test top-1 of every run on the given BatchNorm statistics; None unless all logged it."""
+        values = [run.final_test_top1_on(bn) for run in self.runs]
         return None if any(v is None for v in values) else values  # type: ignore[return-value]
 
 
@@ -219,16 +224,26 @@ def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
                 if (a.config.model, a.config.dataset) != (b.config.model, b.config.dataset) or a is b:
                     continue
                 found = True
+                # Both arms on A's headline BatchNorm statistics, and on the other ones beside.
+                headline = a.config.eval_bn
+                values_b = b.on(headline)
+                if values_b is None:
+                    raise ConfigError(
+                        f"--compare {spec}: {b.label!r} has no final test top-1 on {headline} BatchNorm "
+                        f"statistics, on which {a.label!r} is reported; compare runs that log both "
+                        "(eval_bn: recalibrated logs the running figure beside)"
+                    )
                 row: dict[str, Any] = {"a": a.label, "b": b.label, "method_a": a.method, "method_b": b.method,
                                        "model": a.config.model, "dataset": a.config.dataset,
-                                       "headline": a.config.eval_bn}  # fmt: skip
+                                       "headline": headline}  # fmt: skip
                 row["paired"] = paired_interval(dict(zip(a.seeds, a.accuracies, strict=True)),
-                                                dict(zip(b.seeds, b.accuracies, strict=True)))  # fmt: skip
-                diff, low, high = difference_interval(a.accuracies, b.accuracies)
+                                                dict(zip(b.seeds, values_b, strict=True)))  # fmt: skip
+                diff, low, high = difference_interval(a.accuracies, values_b)
                 row["welch"] = {"diff": diff, "low": low, "high": high, "n_a": a.n, "n_b": b.n}
-                if a.beside is not None and b.beside is not None:
+                beside_b = b.on(other_bn(headline))
+                if a.beside is not None and beside_b is not None:
                     row["beside"] = paired_interval(dict(zip(a.seeds, a.beside, strict=True)),
-                                                    dict(zip(b.seeds, b.beside, strict=True)))  # fmt: skip
+                                                    dict(zip(b.seeds, beside_b, strict=True)))  # fmt: skip
                 rows.append(row)
         if not found:
             raise ConfigError(f"--compare {spec}: no model and dataset has both arms")
@@ -241,22 +256,24 @@ def _interval(low: float, high: float) -> str:
 
 def format_comparisons(rows: list[dict[str, Any]]) -> str:
     """Markdown: one row per comparison, paired and Welch intervals, and the paired figure beside."""
-    from slac.train.config import other_bn
-
+    headlines = {row["headline"] for row in rows}
+    mixed = len(headlines) > 1  # then every row names its statistics
     body = []
     for row in rows:
         paired, welch, beside = row["paired"], row["welch"], row.get("beside")
+        name = f"{row['a']} - {row['b']}" + (f" ({row['headline']} BN)" if mixed else "")
         body.append([
-            f"{row['a']} - {row['b']}", str(paired["n"]), f"{paired['diff']:+.2f}", _number(paired["sd"]),
+            name, str(paired["n"]), f"{paired['diff']:+.2f}", _number(paired["sd"]),
             _interval(paired["low"], paired["high"]), _interval(welch["low"], welch["high"]),
             f"{beside['diff']:+.2f} {_interval(beside['low'], beside['high'])}" if beside else "",
         ])  # fmt: skip
-    headline = rows[0]["headline"] if rows else "recalibrated"
-    return markdown_table(
-        [f"difference ({headline} BN)", "pairs", "mean", "sd of pairs", "paired 95% CI", "Welch 95% CI",
-         f"paired, {other_bn(headline)} BN"],
-        body,
-    )  # fmt: skip
+    if mixed or not rows:
+        first, last = "difference", "paired, other BN"
+    else:
+        headline = rows[0]["headline"]
+        first, last = f"difference ({headline} BN)", f"paired, {other_bn(headline)} BN"
+    header = [first, "pairs", "mean", "sd of pairs", "paired 95% CI", "Welch 95% CI", last]
+    return markdown_table(header, body)
 
 
 def format_per_seed(items: list[Experiment]) -> str:
@@ -313,8 +330,11 @@ def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict
         if e.beside is not None:
             row.update({"beside_mean": sum(e.beside) / e.n, "beside_std": _std(e.beside)})
         base = bases.get((e.config.model, e.config.dataset))
-        if base is not None and e is not base:
-            diff, low, high = difference_interval(e.accuracies, base.accuracies)
+        # The difference is taken on this experiment's headline BatchNorm statistics in both arms; none
+        # when the baseline did not log them.
+        base_values = None if base is None or e is base else base.on(e.config.eval_bn)
+        if base_values is not None:
+            diff, low, high = difference_interval(e.accuracies, base_values)
             row.update({"diff": diff, "ci_low": low, "ci_high": high})
         rows.append(row)
     return rows
@@ -363,13 +383,19 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
             for r in rows
         ]  # fmt: skip
         header = ["experiment", "n", "mean top-1 %", "std", "seeds", "diff to baseline", "95% CI"]
-        if rows and all("beside_mean" in r for r in rows):
-            from slac.train.config import other_bn
-
-            header[2] = f"mean top-1 % ({rows[0]['eval_bn']} BN)"
-            header.append(f"{other_bn(rows[0]['eval_bn'])} BN: mean ± std")
+        headlines = {r["eval_bn"] for r in rows}
+        if len(headlines) > 1:  # experiments reported on different statistics: each row says which
+            header.insert(1, "BN statistics")
             for line, r in zip(body, rows, strict=True):
-                line.append(f"{_number(r['beside_mean'])} ± {_number(r['beside_std'])}")
+                line.insert(1, r["eval_bn"])
+        if any("beside_mean" in r for r in rows):
+            if len(headlines) == 1:
+                header[2] = f"mean top-1 % ({rows[0]['eval_bn']} BN)"
+            header.append(f"{other_bn(rows[0]['eval_bn'])} BN: mean ± std" if len(headlines) == 1
+                          else "other BN statistics: mean ± std")  # fmt: skip
+            for line, r in zip(body, rows, strict=True):
+                line.append(f"{_number(r['beside_mean'])} ± {_number(r['beside_std'])}" if "beside_mean" in r
+                            else "")  # fmt: skip
         return markdown_table(header, body)
     datasets = sorted({e.config.dataset for e in items})
     if layout == "table1":

@@ -58,9 +58,16 @@ class Run:
     def final_test_top1_beside(self) -> float | None:
         """The final test top-1 on the BatchNorm statistics logged beside the headline (running ones when
         the headline is recalibrated, and the reverse); None when the run did not log them."""
+        return self.final_test_top1_on(other_bn(self.config.eval_bn))
+
+    def final_test_top1_on(self, bn: str) -> float | None:
+        """The final test top-1 on the given BatchNorm statistics ("running" or "recalibrated"): the
+        headline or the figure beside it; None when the run did not finish or did not log them."""
         if self.final_test_top1 is None:
             return None
-        value = self.summary.get(f"final_test_top1_{other_bn(self.config.eval_bn)}")  # type: ignore[union-attr]
+        if bn == self.config.eval_bn:
+            return self.final_test_top1
+        value = self.summary.get(f"final_test_top1_{bn}")  # type: ignore[union-attr]
         return None if value is None else float(value)
 
     @property

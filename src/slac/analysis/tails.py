@@ -12,6 +12,7 @@ draws them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,13 @@ def figure1_fits(
     }
 
 
-def skewness_angles(run: str | Path) -> dict[str, float] | None:
-    """{"mean_cosine", "angle_loss"} of a run's trained SL/SLAC head (a run directory or checkpoint file);
-    None when the head has no skewness vectors."""
+def skewness_angles(run: str | Path | Mapping[str, Any]) -> dict[str, float] | None:
+    """{"mean_cosine", "angle_loss", "classes"} of a run's trained SL/SLAC head (a run directory, a
+    checkpoint file or a checkpoint already loaded); None when the head has no skewness vectors."""
     from slac.heads.losses import angle_constraint, skewness_cosine
     from slac.train import load_checkpoint
 
-    weights = load_checkpoint(run)["model"]
+    weights = (run if isinstance(run, Mapping) else load_checkpoint(run))["model"]
     if "head.skewness" not in weights:
         return None
     gamma = weights["head.skewness"].double()
