@@ -78,7 +78,7 @@ def study_epochs(study, records: Path = RECORDS, save: bool = True) -> int | Non
             },
         )
         if study is not None and study.commit:
-            study._commit(path, "study: epochs fixed from the pilot's cost")
+            study.commit_path(path, "study: epochs fixed from the pilot's cost")
     return epochs
 
 

@@ -101,7 +101,7 @@ def test_a_stopped_run_of_ones_own_resumes_exactly(tmp_path):
 
         def log(message):
             if stop and message.startswith("epoch    1/"):
-                trainer._stop_signal = signal.SIGTERM
+                trainer.stop(signal.SIGTERM, None)
 
         trainer = Trainer(
             config, log=log, model=slac.convert_to_adder(small_cnn()), train_data=train, test_data=test

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slac.errors import ConfigError, DivergenceError
+from slac.errors import ConfigError
 from slac.train import Trainer, TrainingInterrupted, load_checkpoint
 from slac.train.study import RECORD_FILES, PlannedRun, Study, machine_entry
 
@@ -44,7 +44,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypa
         interrupt_at(patch, 3)  # inside the first epoch (4 steps)
         with pytest.raises(TrainingInterrupted):
             study.execute(run)
-    assert study.state(run) == "partial (epoch 0 of 2)"
+    assert study.state(run) == "partial (0 of 2 epochs done)"
     assert not (study.records(run) / "summary.json").exists()  # nothing kept before the end
     summary = study.execute(run)
     assert summary is not None and summary["epochs"] == 2 and study.state(run) == "done"
@@ -156,7 +156,7 @@ def test_a_signal_after_the_last_step_check_keeps_the_run_then_stops(tmp_path, m
     def last_step_signalled(self, images, labels):
         original(self, images, labels)
         if self.step == self.steps_per_epoch * self.config.epochs:
-            self._stop_signal = signal.SIGTERM  # as the handler would, during the last step
+            self.stop(signal.SIGTERM, None)  # as the signal would, during the last step
 
     monkeypatch.setattr(Trainer, "_train_step", last_step_signalled)
     with pytest.raises(TrainingInterrupted):
@@ -193,15 +193,22 @@ def test_a_restart_from_scratch_keeps_the_earlier_entries(tmp_path, monkeypatch)
 
 
 def test_a_diverged_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    import slac.train.trainer as trainer_module
+
     study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
-    run = planned(epochs=1)
+    run = planned(epochs=2)  # 4 steps an epoch; the loss turns non-finite in the second epoch
+    original, calls = trainer_module.train_step, {"n": 0}
 
-    def diverge(self):
-        raise DivergenceError("the training loss became nan in epoch 1")
+    def diverging_step(*args, **kwargs):
+        logits, total, parts = original(*args, **kwargs)
+        calls["n"] += 1
+        return logits, total * float("nan") if calls["n"] > 4 else total, parts
 
-    monkeypatch.setattr(Trainer, "fit", diverge)
+    monkeypatch.setattr(trainer_module, "train_step", diverging_step)
     assert study.execute(run) is None
     assert study.is_done(run) and study.state(run).startswith("failed (the training loss became nan")
+    failed = json.loads((study.records(run) / "failed.json").read_text())
+    assert failed["epoch"] == 2 and "in epoch 2" in failed["error"]
     assert json.loads((study.records(run) / "machine.json").read_text())[-1]["ended"] == "failed"
     assert not (study.records(run) / "summary.json").exists()
 
@@ -227,7 +234,34 @@ def test_a_corrupt_summary_says_what_to_do(tmp_path):
 def test_machine_entry_names_the_cpu_and_software():
     entry = machine_entry()
     assert entry["cpu"] and entry["torch"] == torch.__version__ and entry["threads"] >= 1
-    assert set(entry["extensions"]) <= {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}
     if Path("/proc/cpuinfo").is_file():
         assert entry["vendor"] and "/" in entry["family_model"]
-    assert len(entry["code"].get("commit", "")) == 40 or "version" in entry["code"]  # this checkout: a commit
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())  # fmt: skip
+        assert ("avx2" in entry["extensions"]) == ("avx2" in flags)
+        assert ("amx_tile" in entry["extensions"]) == ("amx_tile" in flags)
+    if (ROOT / ".git").exists():
+        assert len(entry["code"]["commit"]) == 40 and isinstance(entry["code"]["dirty"], bool)
+
+
+def test_the_code_version_is_taken_once_and_covers_the_code_paths(tmp_path):
+    from slac.train.study import code_version
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("src/slac/x.py", "scripts/s.py", "docs/r.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    source = tmp_path / "src" / "slac"
+    first = code_version(source)
+    assert len(first["commit"]) == 40 and not first["dirty"]
+    (tmp_path / "docs" / "r.md").write_text("2\n")  # records and docs are not code
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "records")  # HEAD moves
+    (tmp_path / "scripts" / "s.py").write_text("2\n")
+    assert code_version(source) == first  # what this process loaded
+    now = code_version.__wrapped__(source)
+    assert now["commit"] != first["commit"] and now["changed"] == ["scripts/s.py"] and now["dirty"]

@@ -116,7 +116,7 @@ def test_a_stop_signal_resumes_exactly_wherever_it_lands(tmp_path, stop_at):
     def step(images, labels):
         original(images, labels)
         if trainer.step == stop_at:
-            trainer._stop_signal = signal.SIGTERM
+            trainer.stop(signal.SIGTERM, None)
 
     trainer._train_step = step
     with pytest.raises(TrainingInterrupted):
@@ -197,7 +197,7 @@ def test_recalibrated_accuracy_measures_the_model_early_in_the_default_job(tmp_p
 
     def stop_after_three(message: str) -> None:
         if message.startswith("epoch    3/"):
-            trainer._stop_signal = signal.SIGTERM
+            trainer.stop(signal.SIGTERM, None)
 
     trainer = Trainer(load_config(None, ["--out_dir", str(tmp_path), "--progress", "false",
                                          "--tensorboard", "off"]), log=stop_after_three)  # fmt: skip

@@ -5,7 +5,7 @@ copied to a results folder (meant for git) as soon as it finishes.
     from slac.train.study import PlannedRun, Study
     study = Study("runs/my-study", "docs/records/my-study")
     plan = [PlannedRun("main", "ann_seed0", "configs/x.yaml", seed=0, overrides={"epochs": 6})]
-    study.status(plan)      # [("main/ann_seed0", "new" | "partial (epoch 3 of 6)" | "done" | "failed ...")]
+    study.status(plan)      # [("main/ann_seed0", "new" | "partial (3 of 6 epochs done)" | "done" | ...)]
     with study.lock():      # one study process per runs_dir
         study.execute(plan[0])  # trains (or resumes), then copies the records
 
@@ -35,6 +35,7 @@ last step, the evaluation or the copying of records, the run is finished and kep
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -95,19 +96,31 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def code_version() -> dict[str, Any]:
-    """The git commit of the slac source in use and whether its tracked files differ from it; the package
-    version where slac is not a git checkout."""
+CODE_PATHS = ("src", "scripts", "configs")  # what a run's result depends on, in the checkout
+
+
+@functools.cache
+def code_version(source: str | Path | None = None) -> dict[str, Any]:
+    """The git commit of the slac checkout in use and the files of ``CODE_PATHS`` that differ from it
+    ("dirty"); the package version where slac is not a git checkout.
+
+    Taken once per process, at the first call (``Study`` makes it when built): the code a process runs is
+    what it loaded when it started, whatever is committed while it trains (the study's own record commits
+    move HEAD)."""
     import slac
 
-    source = Path(slac.__file__).resolve().parent
+    source = Path(source) if source is not None else Path(slac.__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                              timeout=10)  # fmt: skip
+
+        def git(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, timeout=10)
+
+        head = git("rev-parse", "HEAD")
         if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-                                   cwd=source, capture_output=True, text=True, timeout=10)  # fmt: skip
-            return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+            changed = git("status", "--porcelain", "--untracked-files=no", "--",
+                          *(f":(top){path}" for path in CODE_PATHS))  # fmt: skip
+            files = sorted(line[3:] for line in changed.stdout.splitlines() if line.strip())
+            return {"commit": head.stdout.strip(), "dirty": bool(files), "changed": files}
     except (OSError, subprocess.SubprocessError):
         pass
     return {"version": getattr(slac, "__version__", "unknown")}
@@ -131,7 +144,7 @@ def machine_entry() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "code": code_version(),
+        "code": dict(code_version()),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
@@ -198,6 +211,7 @@ class Study:
     ) -> None:
         self.runs_dir, self.records_dir = Path(runs_dir), Path(records_dir)
         self.analyze, self.commit, self.log = analyze, commit, log
+        code_version()  # the code this process loaded, before any record is committed
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.runs_dir / run.phase / run.name
@@ -240,7 +254,7 @@ class Study:
         return epochs is None or _read_json(summary).get("epochs") == epochs
 
     def state(self, run: PlannedRun) -> str:
-        """ "done", "failed (...)", "partial (epoch k of n)" (a checkpoint to resume) or "new"."""
+        """ "done", "failed (...)", "partial (k of n epochs done)" (a checkpoint to resume) or "new"."""
         failed = self.records(run) / "failed.json"
         if failed.is_file():
             return f"failed ({_read_json(failed).get('error', '?')})"
@@ -253,7 +267,7 @@ class Study:
                 state = load_checkpoint(self.checkpoint(run))
             except CheckpointError:
                 return "new (its checkpoint is unreadable)"
-            return f"partial (epoch {state.get('epoch', 0)} of {state['config'].get('epochs')})"
+            return f"partial ({state.get('epoch', 0)} of {state['config'].get('epochs')} epochs done)"
         return "new"
 
     def status(self, plan: list[PlannedRun]) -> list[tuple[str, str]]:
@@ -312,26 +326,35 @@ class Study:
         if self.is_done(run):
             return None
         from slac.train import TrainingInterrupted
-        from slac.train.trainer import install_stop_handlers
+        from slac.train.trainer import StopFlag, install_stop_handlers
 
-        flag = _StopFlag()
+        # One flag from here to the end of the run: the trainer takes it over, so that a signal during
+        # building, the last step, the evaluation or the keeping of records is not lost.
+        flag = StopFlag(self.log)
         previous = install_stop_handlers(flag)
         try:
-            summary, late = self._execute(run, flag)
+            summary = self._execute(run, flag)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if flag.signum or late:
-            raise TrainingInterrupted(int(flag.signum or late), self.checkpoint(run))
+        if flag.signum:
+            raise TrainingInterrupted(flag.signum, self.checkpoint(run))
         return summary
 
-    def _execute(self, run: PlannedRun, flag: _StopFlag) -> tuple[dict[str, Any] | None, int | None]:
-        """(summary or None when failed, a signal the trainer saw after its last step check)."""
+    def _execute(self, run: PlannedRun, flag: Any) -> dict[str, Any] | None:
+        """The summary, or None when the run failed."""
         from slac.train import TrainingInterrupted
 
         machine = self.run_dir(run) / "machine.json"
         history = _read_json(machine) if machine.is_file() else []  # a restart removes the directory
-        trainer = self._trainer(run)
+        try:
+            trainer = self._trainer(run)
+        except BaseException:
+            if history and not machine.is_file():  # the restart removed the directory, then failed
+                machine.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(machine, history)
+            raise
+        trainer.stop = flag
         # Logged before training, so that a process that dies without a chance to write (SIGKILL) still
         # leaves its entry ("ended": null); completed when it stops, fails or finishes.
         entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step, "ended": None}
@@ -356,10 +379,10 @@ class Study:
         except DivergenceError as error:
             close("failed")
             self._keep_failed(run, error, trainer.epoch)
-            return None, None
+            return None
         close("finished")
         self.keep(run)
-        return summary, trainer._stop_signal  # a signal during the last step or the evaluation
+        return summary
 
     def _keep_failed(self, run: PlannedRun, error: Exception, epoch: int) -> None:
         target = self.records(run)
@@ -370,7 +393,7 @@ class Study:
         write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
         self.log(f"{run.key}: failed in epoch {epoch + 1} ({error}); recorded as failed")
         if self.commit:
-            self._commit(target, f"study records: {run.key} (failed)")
+            self.commit_path(target, f"study records: {run.key} (failed)")
 
     def keep(self, run: PlannedRun) -> Path:
         """Copy a finished run's records (summary.json last) and its analysis to the records folder;
@@ -386,7 +409,7 @@ class Study:
                 _copy_atomic(source / name, target / name)
         self._analyze(run)
         if self.commit:
-            self._commit(target, f"study records: {run.key}")
+            self.commit_path(target, f"study records: {run.key}")
         return target
 
     def _analyze(self, run: PlannedRun) -> bool:
@@ -412,7 +435,7 @@ class Study:
             missing = kept and not (self.records(run) / "analysis.json").is_file()
             if missing and self.checkpoint(run).is_file() and self._analyze(run):
                 if self.commit:
-                    self._commit(self.records(run), f"study analysis: {run.key}")
+                    self.commit_path(self.records(run), f"study analysis: {run.key}")
                 done.append(run.key)
         return done
 
@@ -423,7 +446,7 @@ class Study:
         return subprocess.run(["git", *args], cwd=self.records_dir, capture_output=True, text=True,
                               env={**os.environ, "LC_ALL": "C"})  # fmt: skip
 
-    def _commit(self, path: Path, message: str) -> bool:
+    def commit_path(self, path: Path, message: str) -> bool:
         """Commit ``path`` alone; True when committed or nothing changed. Retried while another git
         process holds the index lock; any other failure is logged (``commit_pending`` tries again)."""
         path = path.resolve()
@@ -440,14 +463,19 @@ class Study:
             if "index.lock" not in error:
                 break
             time.sleep(2 * (attempt + 1))
-        self.log(f"warning: could not commit {path}: {error}; commit it by hand or run the study again")
+        advice = "commit it by hand or run the study again"
+        if "index.lock" in error:  # held for 42 s: a git process that died leaves its lock behind
+            advice = "if no git process is running, remove the index.lock it names, then run the study again"
+        self.log(f"warning: could not commit {path}: {error}; {advice}")
         return False
 
     def commit_pending(self) -> bool:
         """Commit records kept but not committed (a process that stopped between the two); True when
         there was something."""
         self.records_dir.mkdir(parents=True, exist_ok=True)
+        for temporary in self.records_dir.rglob(".*.tmp"):  # a copy cut short (SIGKILL) in _copy_atomic
+            temporary.unlink()
         status = self._git("status", "--porcelain", "--", ".")
         if status.returncode != 0 or not status.stdout.strip():
             return False
-        return self._commit(self.records_dir, "study records: kept before an interruption")
+        return self.commit_path(self.records_dir, "study records: kept before an interruption")

@@ -91,6 +91,23 @@ def install_stop_handlers(handler: Callable[[int, Any], None]) -> dict[int, Any]
     return previous
 
 
+class StopFlag:
+    """The handler of SIGTERM/SIGINT: the first signal is noted in ``signum`` (training stops at the next
+    step with a checkpoint), a second raises ``KeyboardInterrupt`` at once. One flag can be handed from a
+    caller to a ``Trainer`` (``trainer.stop = flag``) so that a signal caught before ``fit`` is not lost."""
+
+    def __init__(self, log: Callable[[str], None] | None = None) -> None:
+        self.signum: int | None = None
+        self.log = log
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self.log is not None:
+            self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint after this step, then stopping")
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT arrived; a checkpoint of the exact position was written first."""
 
@@ -455,7 +472,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best = {"test_top1": -1.0, "epoch": 0}
         self.meters = _Meters(self.device)
-        self._stop_signal: int | None = None
+        self.stop = StopFlag(self.log)
         if self.state is not None:
             self._restore(self.state)
 
@@ -585,17 +602,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- signals
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_signal is not None:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint after this step, then stopping")
-
-        return install_stop_handlers(handler)
-
     def _should_stop(self) -> bool:
-        flag = float(self._stop_signal or 0)
+        flag = float(self.stop.signum or 0)
         if self.distributed.enabled:  # every process stops at the same step, or the others would hang
             flag = self.distributed.all_reduce_sum(torch.tensor([flag], device=self.device)).item()
         return flag > 0
@@ -654,7 +662,7 @@ class Trainer:
             if done < self.steps_per_epoch and self._should_stop():
                 self.meters.seconds += time.perf_counter() - started
                 bar.close()
-                raise TrainingInterrupted(int(self._stop_signal or signal.SIGTERM), self.save())
+                raise TrainingInterrupted(int(self.stop.signum or signal.SIGTERM), self.save())
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -681,7 +689,7 @@ class Trainer:
         writer = (
             MetricsWriter(self.run_dir, config.tensorboard, self.epoch) if self.distributed.is_main else None
         )
-        previous = self._install_signal_handlers()
+        previous = install_stop_handlers(self.stop)
         if self.epoch == 0 and self.step == 0:
             self.log(self._describe())
         try:
@@ -704,7 +712,7 @@ class Trainer:
                     writer.write(self.history)
                 self.log(self._epoch_line(row))
                 if self.epoch < config.epochs and self._should_stop():
-                    raise TrainingInterrupted(int(self._stop_signal or signal.SIGTERM), path)
+                    raise TrainingInterrupted(int(self.stop.signum or signal.SIGTERM), path)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
