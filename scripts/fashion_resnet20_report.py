@@ -37,65 +37,100 @@ CONVERGENCE_POINTS = 1.0  # the protocol's "near convergence": the ANN within 1 
 ANN_CNN_POINTS = 1.0  # "ANNs approach the CNN": the paired ANN - CNN interval within +-1 point
 
 
-def verdict(row: dict) -> str:
+MAIN_SEEDS = 5  # the protocol's seeds of the main arms; fewer pairs are said with the reading
+
+
+def verdict(row: dict, qualifier: str = "") -> str:
     """The protocol's reading of a paired interval (REPRODUCTION.md, "What counts as what", with the
-    amendment of 2026-12-02 for overlapping readings)."""
+    amendment of 2026-12-02 for overlapping readings). ``qualifier`` (e.g. " at 6 epochs") is added to the
+    readings of accuracy claims when the study is short of convergence."""
     pair = (row["method_a"], row["method_b"])
     if f"{pair[0]}:{pair[1]}" not in REGISTERED:
         return "exploratory (no pre-registered reading)"
-    low, high = row["paired"]["low"], row["paired"]["high"]
+    low, high, n = row["paired"]["low"], row["paired"]["high"], row["paired"]["n"]
     if math.isnan(low):
         return "n/a (fewer than 2 pairs)"
-    caveat = "" if pair == ("SLAC-ANN", "ANN") or pair == ("ANN", "CNN") else ", 3 seeds"
+    caveat = f", {n} pairs" if n < MAIN_SEEDS else ""
     if pair == ("ANN", "CNN"):
         if low >= -ANN_CNN_POINTS and high <= ANN_CNN_POINTS:
-            return "supported (within 1 point of the CNN)"
-        if high < -ANN_CNN_POINTS:
-            return "contradicted (more than 1 point below the CNN)"
-        return "not supported (the interval reaches beyond 1 point)"
+            text = "supported (within 1 point of the CNN"
+        elif high < -ANN_CNN_POINTS:
+            text = "contradicted (more than 1 point below the CNN"
+        else:
+            text = "not supported (the interval reaches beyond 1 point"
+        return f"{text}{caveat}){qualifier}"
     if low > 0 and high < SMALLEST_CLAIMED_GAIN:
-        return f"a gain smaller than the paper's (supported in sign, contradicted in size{caveat})"
-    if low > 0:
-        return f"supported{caveat}"
-    if high < SMALLEST_CLAIMED_GAIN:
-        return "contradicted" + (" (A is worse" if high < 0 else " (rules out a gain of +0.3") + f"{caveat})"
-    return f"not supported (inconclusive{caveat})"
+        text = f"a gain smaller than the paper's (supported in sign, contradicted in size{caveat})"
+    elif low > 0:
+        text = f"supported{caveat}"
+    elif high < SMALLEST_CLAIMED_GAIN:
+        text = "contradicted" + (" (A is worse" if high < 0 else " (rules out a gain of +0.3") + f"{caveat})"
+    else:
+        text = f"not supported (inconclusive{caveat})"
+    return text + qualifier
 
 
 def _runs(records: Path, phase: str) -> list[Path]:
     return sorted(p for p in (records / phase).glob("*_seed*") if (p / "summary.json").is_file())
 
 
-def _failed(records: Path) -> list[str]:
-    return sorted(
-        f"{p.parent.name}/{p.name}" for p in records.glob("*/*_seed*") if (p / "failed.json").is_file()
-    )
+def _all_runs(items: list) -> list:
+    return sorted((run for e in items for run in e.runs), key=lambda run: str(run.path))
 
 
-def accuracy_tables(records: Path, out: Path) -> str:
+def failed_runs(records: Path) -> list[str]:
+    """One line per failed run (failed.json): its arm, seed, the epoch it failed in and its last logged
+    test top-1 (amendment 4: reported with its last epoch, not replaced, its arm's n says so)."""
+    from slac.analysis.report import method_name
+    from slac.analysis.runs import load_run
+
+    lines = []
+    for path in sorted(records.glob("*/*_seed*")):
+        if not (path / "failed.json").is_file():
+            continue
+        failed = json.loads((path / "failed.json").read_text())
+        run = load_run(path)
+        tested = [row for row in run.metrics if row.get("test_top1") is not None]
+        last = (
+            f"last logged test top-1 {tested[-1]['test_top1']:.2f}% at epoch {tested[-1]['epoch']}"
+            if tested
+            else "no epoch was evaluated"
+        )
+        lines.append(
+            f"{path.parent.name}/{path.name} ({method_name(run.config)}, seed {run.config.seed}): failed in "
+            f"epoch {failed.get('epoch')} ({failed.get('error')}); {last}; not in the table, so the "
+            f"{method_name(run.config)} n is one smaller"
+        )
+    return lines
+
+
+def ann_gap(pilot: list, main: list) -> float | None:
+    """The study's ANN mean minus the pilot ANN's final (None until both exist): the convergence rule."""
+    p = [e for e in pilot if e.method == "ANN"]
+    m = [e for e in main if e.method == "ANN"]
+    return m[0].mean - p[0].mean if p and m else None
+
+
+def accuracy_tables(main: list, notes: list[str], out: Path, qualifier: str = "") -> str:
     from slac.analysis import report
 
-    items, notes = report.experiments(_runs(records, "main"))
-    rows = report.summarize(items, "ANN")
-    text = report.format_report(rows, items, "long")
-    present = {e.method for e in items}
+    rows = report.summarize(main, "ANN")
+    text = report.format_report(rows, main, "long")
+    present = {e.method for e in main}
     specs = [s for s in REGISTERED + EXPLORATORY if set(s.split(":")) <= present]
-    compared = report.compare(items, specs) if specs else []
+    compared = report.compare(main, specs) if specs else []
     if compared:
         text += "\n\n" + report.format_comparisons(compared)
-        readings = [[f"{r['method_a']} - {r['method_b']}", verdict(r)] for r in compared]
+        readings = [[f"{r['method_a']} - {r['method_b']}", verdict(r, qualifier)] for r in compared]
         text += "\n\n" + report.markdown_table(["difference", "the protocol's reading"], readings)
-    text += "\n\nPer seed, recalibrated / running BN statistics:\n\n" + report.format_per_seed(items)
+    text += "\n\nPer seed, recalibrated / running BN statistics:\n\n" + report.format_per_seed(main)
     (out / "table.csv").write_text(report.to_csv(rows))
-    notes += [f"{name}: failed (failed.json), not in the table" for name in _failed(records)]
     return text + "".join(f"\n\nnote: {note}" for note in notes)
 
 
-def convergence(records: Path) -> str:
+def convergence(pilot: list, main: list) -> str:
     from slac.analysis import report
 
-    pilot, _ = report.experiments(_runs(records, "pilot"))
-    main, _ = report.experiments(_runs(records, "main"))
     lines = []
     for p in pilot:
         match = [e for e in main if e.method == p.method]
@@ -119,32 +154,34 @@ def _analysis(run: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def figure1(records: Path) -> str:
-    from slac.analysis.report import markdown_table, method_name
-    from slac.analysis.runs import load_run
+def figure1(main: list) -> str:
+    from slac.analysis.report import markdown_table
 
-    body, wins = [], {}
-    for path in _runs(records, "main"):
-        analysis = _analysis(path)
-        if analysis is None:
-            continue
-        run = load_run(path)
-        fits = analysis["figure1"]
-        arm = method_name(run.config)
-        cells = [arm, str(run.config.seed), fits["layer"]]
-        for part in ("weights", "features"):
-            g, laplace = fits[part]["gaussian"], fits[part]["laplace"]
-            if g is None:
-                cells.append("constant")
+    body, wins, analysed = [], {}, {}
+    for e in main:
+        for run in e.runs:
+            analysis = _analysis(run.path)
+            if analysis is None:
                 continue
-            cells.append(f"{g:.3f} / {laplace:.3f}" + (" L" if laplace > g else " G"))
-            wins.setdefault((arm, part), [0, 0])[0 if laplace > g else 1] += 1
-        body.append(cells)
+            analysed[e.method] = analysed.get(e.method, 0) + 1
+            fits = analysis["figure1"]
+            cells = [e.method, str(run.config.seed), fits["layer"]]
+            for part in ("weights", "features"):
+                g, laplace = fits[part]["gaussian"], fits[part]["laplace"]
+                if g is None:
+                    cells.append("constant")
+                    continue
+                cells.append(f"{g:.3f} / {laplace:.3f}" + (" L" if laplace > g else " G"))
+                wins.setdefault((e.method, part), [0, 0])[0 if laplace > g else 1] += 1
+            body.append(cells)
     header = ["arm", "seed", "layer", "weights: Gaussian / Laplace", "features: Gaussian / Laplace"]
+    runs = {e.method: e.n for e in main}
     counts = []
     for (arm, part), (laplace, gaussian) in sorted(wins.items()):
         if arm == "CNN":
             reading = "(comparison)"
+        elif laplace + gaussian < runs[arm]:  # "every seed" needs every seed's analysis
+            reading = f"withheld ({laplace + gaussian} of {runs[arm]} runs analysed)"
         elif gaussian == 0:
             reading = "heavy tails supported (Laplace in every seed)"
         elif laplace == 0:
@@ -153,54 +190,62 @@ def figure1(records: Path) -> str:
             reading = "neither (mixed over seeds)"
         counts.append([arm, part, str(laplace), str(gaussian), reading])
     tally = markdown_table(["arm", "part", "Laplace fits better", "Gaussian fits better", "reading"], counts)
-    return markdown_table(header, body) + "\n\n" + tally
+    missing = [f"{arm}: {analysed.get(arm, 0)} of {n} runs analysed" for arm, n in runs.items()
+               if analysed.get(arm, 0) < n]  # fmt: skip
+    note = "".join(f"\n\nnote: {line} (analysis.json missing)" for line in missing)
+    return markdown_table(header, body) + "\n\n" + tally + note
 
 
-def skewness(records: Path) -> str:
-    from slac.analysis.report import markdown_table, method_name
-    from slac.analysis.runs import load_run
+def skewness(main: list) -> str:
+    from slac.analysis.report import markdown_table
 
-    by_seed: dict[int, dict[str, dict]] = {}
-    for path in _runs(records, "main"):
-        analysis = _analysis(path)
-        if analysis is None or analysis.get("skewness") is None:
+    by_seed: dict[int, dict[str, dict | None]] = {}
+    for e in main:
+        if e.method not in ("SL-ANN", "SLAC-ANN"):
             continue
-        run = load_run(path)
-        by_seed.setdefault(run.config.seed, {})[method_name(run.config)] = analysis["skewness"]
+        for run in e.runs:
+            analysis = _analysis(run.path)
+            by_seed.setdefault(run.config.seed, {})[e.method] = analysis and analysis.get("skewness")
     arms = sorted({arm for seeds in by_seed.values() for arm in seeds})
     body = []
     for seed in sorted(by_seed):
         cells = [str(seed)]
         for arm in arms:
-            s = by_seed[seed].get(arm)
-            cells.append(f"{s['mean_cosine']:.3f} (L_ac {s['angle_loss']:.3f})" if s else "")
+            s = by_seed[seed].get(arm, {})
+            cells.append(f"{s['mean_cosine']:.3f} (L_ac {s['angle_loss']:.3f})" if s else
+                         ("not analysed" if arm in by_seed[seed] else ""))  # fmt: skip
         body.append(cells)
     text = markdown_table(["seed", *(f"{arm}: mean cos(gamma)" for arm in arms)], body)
-    pairs = [(s["SLAC-ANN"]["mean_cosine"], s["SL-ANN"]["mean_cosine"]) for s in by_seed.values()
-             if "SLAC-ANN" in s and "SL-ANN" in s]  # fmt: skip
-    if pairs:
+    both = [s for s in by_seed.values() if "SLAC-ANN" in s and "SL-ANN" in s]
+    pairs = [(s["SLAC-ANN"]["mean_cosine"], s["SL-ANN"]["mean_cosine"]) for s in both
+             if s["SLAC-ANN"] and s["SL-ANN"]]  # fmt: skip
+    if both:
         below = sum(slac < sl for slac, sl in pairs)
-        reading = "supported as a mechanism" if below == len(pairs) else "not supported"
+        if len(pairs) < len(both):
+            reading = f"withheld ({len(pairs)} of {len(both)} seed pairs analysed)"
+        else:
+            reading = "supported as a mechanism" if below == len(pairs) else "not supported"
         text += f"\n\nSLAC's mean cosine below SL's in {below} of {len(pairs)} seed pairs: {reading}."
     return text
 
 
 def _machine(entry: dict) -> str:
     """A CPU in words: its name, and the extensions that tell a Sapphire Rapids (AMX) from a Zen 1 (AVX2)."""
-    extensions = entry.get("extensions") or [entry.get("vector", "?")]
-    return f"{entry['cpu']} ({', '.join(extensions)}; {entry['threads']} threads)"
+    if entry.get("extensions") is not None:
+        extensions = ", ".join(entry["extensions"])
+    else:  # entries written before the extensions were recorded name only the vector unit in use
+        extensions = f"vector unit {entry.get('vector', '?')}, extensions not recorded"
+    return f"{entry['cpu']} ({extensions}; {entry['threads']} threads)"
 
 
-def cost(records: Path) -> str:
+def cost(pilot: list, main: list) -> str:
     from slac.analysis.report import markdown_table, method_name
-    from slac.analysis.runs import load_run
 
     body = []
-    for phase in ("pilot", "main"):
-        for path in _runs(records, phase):
-            run = load_run(path)
+    for phase, items in (("pilot", pilot), ("main", main)):
+        for run in _all_runs(items):
             minutes = run.epoch_minutes
-            machine = path / "machine.json"
+            machine = run.path / "machine.json"
             machines = json.loads(machine.read_text()) if machine.is_file() else []
             body.append([phase, method_name(run.config), str(run.config.seed), str(len(minutes)),
                          f"{run.summary['train_images_per_s']:.0f}", f"{sum(minutes):.1f}",
@@ -222,14 +267,19 @@ def main(argv: list[str]) -> int:
         print(f"{records}: the pilot and at least one main run must have finished first", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    from slac.analysis import plots
+    from slac.analysis import plots, report
 
+    pilot, _ = report.experiments(_runs(records, "pilot"))
+    main, notes = report.experiments(_runs(records, "main"))
+    gap = ann_gap(pilot, main)
+    short = gap is not None and gap < -CONVERGENCE_POINTS  # the protocol: claims are then "at E epochs"
+    qualifier = f" at {main[0].config.epochs} epochs (short of convergence)" if short else ""
     parts = {
-        "table.md": accuracy_tables(records, out),
-        "convergence.md": convergence(records),
-        "figure1.md": figure1(records),
-        "skewness.md": skewness(records),
-        "cost.md": cost(records),
+        "table.md": accuracy_tables(main, notes + failed_runs(records), out, qualifier),
+        "convergence.md": convergence(pilot, main),
+        "figure1.md": figure1(main),
+        "skewness.md": skewness(main),
+        "cost.md": cost(pilot, main),
     }
     for name, text in parts.items():
         (out / name).write_text(text + "\n")

@@ -52,8 +52,8 @@ def test_the_plan_follows_the_protocols_order():
     assert study.plan(None, ["main", "secondary"]) == []  # nothing before the pilot fixes E
 
 
-def _row(a, b, low, high):
-    return {"method_a": a, "method_b": b, "paired": {"low": low, "high": high}}
+def _row(a, b, low, high, n=5):
+    return {"method_a": a, "method_b": b, "paired": {"low": low, "high": high, "n": n}}
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,10 @@ def _row(a, b, low, high):
         ("SLAC-ANN", "ANN", -0.5, -0.1, "contradicted (A is worse)"),
         ("SLAC-ANN", "ANN", -0.2, 0.6, "not supported (inconclusive)"),
         ("SLAC-ANN", "ANN", 0.05, 0.25, "a gain smaller than the paper's"),
-        ("SLAC-ANN", "SL-ANN", 0.1, 0.9, "supported, 3 seeds"),
+        ("SLAC-ANN", "ANN", 0.0, 0.9, "not supported (inconclusive)"),  # lo = 0 is not above 0
+        ("SLAC-ANN", "ANN", -0.2, 0.3, "not supported (inconclusive)"),  # hi = +0.3 does not rule it out
+        ("ANN", "CNN", -1.0, 1.0, "supported (within 1 point of the CNN)"),
+        ("ANN", "CNN", 0.5, 1.5, "not supported (the interval reaches beyond 1 point)"),
         ("ANN", "CNN", -0.8, -0.2, "supported (within 1 point of the CNN)"),
         ("ANN", "CNN", -1.6, -1.1, "contradicted (more than 1 point below the CNN)"),
         ("ANN", "CNN", -1.3, -0.5, "not supported"),
@@ -74,6 +77,15 @@ def _row(a, b, low, high):
 )
 def test_readings_of_the_intervals(a, b, low, high, reading):
     assert reporting.verdict(_row(a, b, low, high)).startswith(reading)
+
+
+def test_fewer_pairs_and_short_convergence_qualify_the_reading():
+    assert reporting.verdict(_row("SLAC-ANN", "SL-ANN", 0.1, 0.9, n=3)) == "supported, 3 pairs"
+    assert reporting.verdict(_row("SLAC-ANN", "ANN", 0.1, 0.9, n=4)) == "supported, 4 pairs"
+    assert reporting.verdict(_row("SLAC-ANN", "ANN", 0.1, 0.9), " at 6 epochs") == "supported at 6 epochs"
+    assert reporting.verdict(_row("ANN", "CNN", -0.8, -0.2, n=3), " at 6 epochs") == (
+        "supported (within 1 point of the CNN, 3 pairs) at 6 epochs"
+    )
 
 
 def _fabricate(records, phase, head, form, seed, final, running, epochs, analysis=None):
@@ -135,8 +147,8 @@ def test_the_report_from_fabricated_records(tmp_path, capsys):
         "| resnet20 SLAC-ANN fashion-mnist - resnet20 ANN fashion-mnist | 3 | +0.40 | 0.10 | [+0.15, +0.65] |"
         in table
     )
-    assert "| SLAC-ANN - ANN | supported |" in table
-    assert "| ANN - CNN | contradicted (more than 1 point below the CNN) |" in table  # -1.9, [-2.15, -1.65]
+    assert "| SLAC-ANN - ANN | supported, 3 pairs |" in table
+    assert "| ANN - CNN | contradicted (more than 1 point below the CNN, 3 pairs) |" in table  # -1.9
     assert "| SL-ANN - ANN | exploratory (no pre-registered reading) |" in table
     convergence = (out / "convergence.md").read_text()
     assert "| ANN | 92.00 | 91.10 (n=3) | -0.90 | near convergence |" in convergence
@@ -148,3 +160,51 @@ def test_the_report_from_fabricated_records(tmp_path, capsys):
     assert "Test CPU (avx2; 2 threads)" in (out / "cost.md").read_text()
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "pilot_curves.png").is_file()
     assert reporting.main(["--records", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_the_report_qualifies_short_convergence_failed_runs_and_missing_analyses(tmp_path):
+    pytest.importorskip("matplotlib")
+    records, out = tmp_path / "records", tmp_path / "out"
+    _fabricate(records, "pilot", "linear", "cnn", 100, 93.0, 93.0, 4)
+    _fabricate(records, "pilot", "linear", "ann", 100, 93.0, 93.0, 4)  # the study's ANN is 1.9 below
+    figure1 = {
+        "figure1": {"layer": "layer3.2.conv2", "weights": _fits(-2.0, -1.8), "features": _fits(-0.9, -1.0)}
+    }
+    for seed, (ann, slac, sl) in enumerate([(91.0, 91.5, 91.2), (91.4, 91.7, 91.1), (90.9, 91.3, 91.0)]):
+        _fabricate(records, "main", "linear", "ann", seed, ann, ann - 0.3, 2, {**figure1, "skewness": None})
+        slac_analysis = (
+            None if seed == 2 else {**figure1, "skewness": {"mean_cosine": 0.0, "angle_loss": 0.3}}
+        )
+        _fabricate(records, "main", "slac", "ann", seed, slac, slac - 0.2, 2, slac_analysis)
+        _fabricate(records, "main", "sl", "ann", seed, sl, sl, 2,
+                   {**figure1, "skewness": {"mean_cosine": 0.4, "angle_loss": 0.8}})  # fmt: skip
+    failed = _fabricate(records, "main", "linear", "ann", 3, 50.0, 50.0, 2)
+    (failed / "summary.json").unlink()
+    (failed / "failed.json").write_text(json.dumps({"error": "the training loss became nan in epoch 2",
+                                                    "epoch": 2}))  # fmt: skip
+    assert reporting.main(["--records", str(records), "--out", str(out), "--runs", str(tmp_path)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| SLAC-ANN - ANN | supported, 3 pairs at 2 epochs (short of convergence) |" in table
+    assert "main/resnet20_ann_linear_seed3 (ANN, seed 3): failed in epoch 2" in table
+    assert "last logged test top-1 50.00% at epoch 2" in table and "the ANN n is one smaller" in table
+    assert (
+        "| ANN | 93.00 | 91.10 (n=3) | -1.90 | short of convergence |" in (out / "convergence.md").read_text()
+    )
+    figure = (out / "figure1.md").read_text()
+    assert "| SLAC-ANN | weights | 2 | 0 | withheld (2 of 3 runs analysed) |" in figure
+    assert "| SL-ANN | weights | 3 | 0 | heavy tails supported (Laplace in every seed) |" in figure
+    assert "note: SLAC-ANN: 2 of 3 runs analysed" in figure
+    skew = (out / "skewness.md").read_text()
+    assert "not analysed" in skew and "withheld (2 of 3 seed pairs analysed)" in skew
+
+
+def test_an_epoch_cost_without_its_evaluation_time_is_refused(tmp_path):
+    from slac.analysis.runs import load_run
+    from slac.errors import RunError
+
+    run = _fabricate(tmp_path, "pilot", "linear", "ann", 100, 91.0, 91.0, 2)
+    assert load_run(run).epoch_minutes == [pytest.approx(1.2)] * 2
+    text = (run / "metrics.csv").read_text().replace(",eval_seconds", "").replace(",60,12", ",60")
+    (run / "metrics.csv").write_text(text)
+    with pytest.raises(RunError, match=r"epoch 1 was evaluated but its evaluation time .* not logged"):
+        _ = load_run(run).epoch_minutes

@@ -211,3 +211,20 @@ def test_arms_reported_on_different_statistics_are_compared_on_the_same_ones(tmp
     items, _ = report.experiments([*without, tmp_path / "ann0", tmp_path / "ann1", tmp_path / "ann2"])
     with pytest.raises(ValueError, match="no final test top-1 on recalibrated BatchNorm"):
         report.compare(items, ["SLAC-ANN:ANN"])
+
+
+def test_welch_says_its_groups_when_they_are_not_the_pairs_and_ambiguous_arms_are_refused(tmp_path):
+    paths = [fabricate(tmp_path, f"slac{seed}", 90.0 + seed, seed=seed, head="slac") for seed in (0, 1, 2)]
+    paths += [fabricate(tmp_path, f"ann{seed}", 88.0 + seed, seed=seed, head="linear") for seed in (0, 1)]
+    items, _ = report.experiments(paths)
+    rows = report.compare(items, ["SLAC-ANN:ANN"])
+    assert rows[0]["paired"]["n"] == 2
+    assert "(n 3 / 2) |" in report.format_comparisons(rows)
+    paths.append(fabricate(tmp_path, "slac_lr", 91.0, seed=0, head="slac", lr=0.05))
+    items, _ = report.experiments(paths)
+    for call in (
+        lambda: report.compare(items, ["SLAC-ANN:ANN"]),
+        lambda: report.summarize(items, "SLAC-ANN"),
+    ):
+        with pytest.raises(ValueError, match=r"matches several experiments of lenet on digits .*full label"):
+            call()

@@ -161,8 +161,7 @@ def difference_interval(
     diff = mean_a - mean_b
     if n_a < 2 or n_b < 2:
         return diff, math.nan, math.nan
-    var_a = sum((x - mean_a) ** 2 for x in a) / (n_a - 1)
-    var_b = sum((x - mean_b) ** 2 for x in b) / (n_b - 1)
+    var_a, var_b = _std(a) ** 2, _std(b) ** 2
     se2 = var_a / n_a + var_b / n_b
     if se2 == 0:
         return diff, diff, diff
@@ -190,9 +189,28 @@ def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float 
     return {"n": n, "diff": diff, "sd": sd, "low": low, "high": high, "seeds": seeds}
 
 
-def _match(items: list[Experiment], name: str) -> list[Experiment]:
-    """Experiments whose label or method is ``name``."""
-    return [e for e in items if e.label == name] or [e for e in items if e.method == name]
+def _select(items: list[Experiment], name: str, what: str) -> dict[tuple[str, str], Experiment]:
+    """The experiment named ``name`` of each (model, dataset): by full label, else by method ("ANN" picks
+    one per model and dataset), else by a part of the label; raises when none matches or one model and
+    dataset has several."""
+    matches = (
+        [e for e in items if e.label == name]
+        or [e for e in items if e.method == name]
+        or [e for e in items if name.lower() in e.label.lower()]
+    )
+    if not matches:
+        raise ConfigError(f"{what} {name!r} matches 0 experiments; choose among: "
+                          + "; ".join(e.label for e in items))  # fmt: skip
+    chosen: dict[tuple[str, str], Experiment] = {}
+    for e in matches:
+        key = (e.config.model, e.config.dataset)
+        if key in chosen:
+            raise ConfigError(
+                f"{what} {name!r} matches several experiments of {key[0]} on {key[1]} "
+                f"({chosen[key].label!r}, {e.label!r}); give a full label"
+            )
+        chosen[key] = e
+    return chosen
 
 
 def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
@@ -203,48 +221,35 @@ def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
         first, sep, second = spec.partition(":")
         if not sep or not first or not second:
             raise ConfigError(f"--compare takes A:B (two methods or labels, e.g. SLAC-ANN:ANN), got {spec!r}")
-        arms_a, arms_b = _match(items, first), _match(items, second)
-        for name, arms in ((first, arms_a), (second, arms_b)):
-            if not arms:
-                raise ConfigError(
-                    f"--compare {spec}: {name!r} matches 0 experiments; choose among: "
-                    + "; ".join(e.label for e in items)
-                )
-        for name, arms in ((first, arms_a), (second, arms_b)):
-            kinds = [(e.config.model, e.config.dataset) for e in arms]
-            if len(set(kinds)) < len(kinds):
-                raise ConfigError(
-                    f"--compare {spec}: {name!r} matches several experiments of one model and dataset ("
-                    + "; ".join(e.label for e in arms)
-                    + "); give full labels"
-                )
+        arms_a = _select(items, first, f"--compare {spec}:")
+        arms_b = _select(items, second, f"--compare {spec}:")
         found = False
-        for a in arms_a:
-            for b in arms_b:
-                if (a.config.model, a.config.dataset) != (b.config.model, b.config.dataset) or a is b:
-                    continue
-                found = True
-                # Both arms on A's headline BatchNorm statistics, and on the other ones beside.
-                headline = a.config.eval_bn
-                values_b = b.on(headline)
-                if values_b is None:
-                    raise ConfigError(
-                        f"--compare {spec}: {b.label!r} has no final test top-1 on {headline} BatchNorm "
-                        f"statistics, on which {a.label!r} is reported; compare runs that log both "
-                        "(eval_bn: recalibrated logs the running figure beside)"
-                    )
-                row: dict[str, Any] = {"a": a.label, "b": b.label, "method_a": a.method, "method_b": b.method,
-                                       "model": a.config.model, "dataset": a.config.dataset,
-                                       "headline": headline}  # fmt: skip
-                row["paired"] = paired_interval(dict(zip(a.seeds, a.accuracies, strict=True)),
-                                                dict(zip(b.seeds, values_b, strict=True)))  # fmt: skip
-                diff, low, high = difference_interval(a.accuracies, values_b)
-                row["welch"] = {"diff": diff, "low": low, "high": high, "n_a": a.n, "n_b": b.n}
-                beside_b = b.on(other_bn(headline))
-                if a.beside is not None and beside_b is not None:
-                    row["beside"] = paired_interval(dict(zip(a.seeds, a.beside, strict=True)),
-                                                    dict(zip(b.seeds, beside_b, strict=True)))  # fmt: skip
-                rows.append(row)
+        for key, a in arms_a.items():
+            b = arms_b.get(key)
+            if b is None or a is b:
+                continue
+            found = True
+            # Both arms on A's headline BatchNorm statistics, and on the other ones beside.
+            headline = a.config.eval_bn
+            values_b = b.on(headline)
+            if values_b is None:
+                raise ConfigError(
+                    f"--compare {spec}: {b.label!r} has no final test top-1 on {headline} BatchNorm "
+                    f"statistics, on which {a.label!r} is reported; compare runs that log both "
+                    "(eval_bn: recalibrated logs the running figure beside)"
+                )
+            row: dict[str, Any] = {"a": a.label, "b": b.label, "method_a": a.method, "method_b": b.method,
+                                   "model": a.config.model, "dataset": a.config.dataset,
+                                   "headline": headline}  # fmt: skip
+            row["paired"] = paired_interval(dict(zip(a.seeds, a.accuracies, strict=True)),
+                                            dict(zip(b.seeds, values_b, strict=True)))  # fmt: skip
+            diff, low, high = difference_interval(a.accuracies, values_b)
+            row["welch"] = {"diff": diff, "low": low, "high": high, "n_a": a.n, "n_b": b.n}
+            beside_b = b.on(other_bn(headline))
+            if a.beside is not None and beside_b is not None:
+                row["beside"] = paired_interval(dict(zip(a.seeds, a.beside, strict=True)),
+                                                dict(zip(b.seeds, beside_b, strict=True)))  # fmt: skip
+            rows.append(row)
         if not found:
             raise ConfigError(f"--compare {spec}: no model and dataset has both arms")
     return rows
@@ -252,6 +257,11 @@ def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
 
 def _interval(low: float, high: float) -> str:
     return f"[{low:+.2f}, {high:+.2f}]" if not (math.isnan(low) or math.isnan(high)) else "n/a"
+
+
+def _group_sizes(welch: dict[str, Any], pairs: int) -> str:
+    """Welch's n of each arm, when it covers other runs than the pairs do."""
+    return "" if welch["n_a"] == welch["n_b"] == pairs else f" (n {welch['n_a']} / {welch['n_b']})"
 
 
 def format_comparisons(rows: list[dict[str, Any]]) -> str:
@@ -264,7 +274,8 @@ def format_comparisons(rows: list[dict[str, Any]]) -> str:
         name = f"{row['a']} - {row['b']}" + (f" ({row['headline']} BN)" if mixed else "")
         body.append([
             name, str(paired["n"]), f"{paired['diff']:+.2f}", _number(paired["sd"]),
-            _interval(paired["low"], paired["high"]), _interval(welch["low"], welch["high"]),
+            _interval(paired["low"], paired["high"]),
+            _interval(welch["low"], welch["high"]) + _group_sizes(welch, paired["n"]),
             f"{beside['diff']:+.2f} {_interval(beside['low'], beside['high'])}" if beside else "",
         ])  # fmt: skip
     if mixed or not rows:
@@ -292,28 +303,8 @@ def format_per_seed(items: list[Experiment]) -> str:
 
 
 def _find_baselines(items: list[Experiment], baseline: str | None) -> dict[tuple[str, str], Experiment]:
-    """The baseline experiment of each (model, dataset): the one whose label or method is ``baseline``
-    (a method such as "ANN" picks one per model and dataset)."""
-    if baseline is None:
-        return {}
-    matches = [e for e in items if e.label == baseline] or [e for e in items if baseline == e.method]
-    if not matches:
-        matches = [e for e in items if baseline.lower() in e.label.lower()]
-    if not matches:
-        raise ConfigError(
-            f"baseline {baseline!r} matches 0 experiments; choose one of: "
-            + "; ".join(e.label for e in items)
-        )
-    chosen: dict[tuple[str, str], Experiment] = {}
-    for e in matches:
-        key = (e.config.model, e.config.dataset)
-        if key in chosen:
-            raise ConfigError(
-                f"baseline {baseline!r} matches several experiments of {key[0]} on {key[1]} "
-                f"({chosen[key].label!r}, {e.label!r}); give a full label"
-            )
-        chosen[key] = e
-    return chosen
+    """The baseline experiment of each (model, dataset) (see ``_select``); none without a baseline."""
+    return {} if baseline is None else _select(items, baseline, "baseline")
 
 
 def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict[str, Any]]:
@@ -382,7 +373,7 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
              f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]" if "diff" in r else ""]
             for r in rows
         ]  # fmt: skip
-        header = ["experiment", "n", "mean top-1 %", "std", "seeds", "diff to baseline", "95% CI"]
+        header = ["experiment", "n", "mean top-1 %", "std", "seeds", "diff to baseline", "Welch 95% CI"]
         headlines = {r["eval_bn"] for r in rows}
         if len(headlines) > 1:  # experiments reported on different statistics: each row says which
             header.insert(1, "BN statistics")

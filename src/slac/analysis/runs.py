@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slac.errors import RunError
 from slac.train.checkpoint import load_checkpoint
 from slac.train.config import TrainConfig, other_bn, saved_config
 from slac.train.records import read_metrics
@@ -51,8 +52,18 @@ class Run:
 
     @property
     def epoch_minutes(self) -> list[float]:
-        """Wall-clock minutes of each logged epoch: training plus evaluation (recalibration, both tests)."""
-        return [(float(r["epoch_seconds"]) + float(r.get("eval_seconds") or 0.0)) / 60 for r in self.metrics]
+        """Wall-clock minutes of each logged epoch: training plus evaluation (recalibration, both tests);
+        raises for an evaluated epoch whose evaluation time was not logged (runs of older versions)."""
+        minutes = []
+        for row in self.metrics:
+            evaluated = row.get("test_top1") not in (None, "")
+            if evaluated and row.get("eval_seconds") in (None, ""):
+                raise RunError(
+                    f"{self.path / 'metrics.csv'}: epoch {row.get('epoch')} was evaluated but its evaluation "
+                    "time (eval_seconds) was not logged, so its cost is unknown; rerun it with this version"
+                )
+            minutes.append((float(row["epoch_seconds"]) + float(row.get("eval_seconds") or 0.0)) / 60)
+        return minutes
 
     @property
     def final_test_top1_beside(self) -> float | None:
