@@ -63,3 +63,24 @@ def test_skewness_angles_of_opposite_and_aligned_tails(tmp_path):
     assert skewness_angles(loaded) == opposite  # a checkpoint already loaded reads the same
     assert skewness_angles(save_checkpoint({"model": {"head.weight": torch.zeros(2, 2)}, "config": {}},
                                            tmp_path / "linear.pt")) is None  # fmt: skip
+
+
+def test_figure1_fits_of_a_trained_run_use_its_last_adder_layer_and_running_statistics(tmp_path):
+    from slac.analysis.runs import collect_features, load_model
+    from slac.analysis.tails import figure1_fits
+    from slac.train import Trainer, load_config
+
+    flags = ["--train_subset", "64", "--batch_size", "32", "--epochs", "1", "--progress", "false",
+             "--tensorboard", "off", "--out_dir", str(tmp_path)]  # fmt: skip
+    config = load_config(None, flags)
+    Trainer(config, log=lambda message: None).fit()
+    fits = figure1_fits(config.run_dir, limit=100)
+    model, saved = load_model(config.run_dir)
+    name, module, _ = weight_layer(model)
+    assert (fits["layer"], fits["kind"], fits["bn"], fits["images"]) == (name, "adder", "running", 100)
+    assert fits["weights"] == distribution_fits(module.weight.detach().double().numpy())
+    features, _ = collect_features(model, saved, "test", 100)  # eval mode: the running statistics
+    assert fits["features"] == distribution_fits(features.double().numpy())
+    model.train()  # the batch's own statistics give other features, so the check above can fail
+    batch_features, _ = collect_features(model, saved, "test", 100)
+    assert distribution_fits(batch_features.double().numpy()) != fits["features"]

@@ -148,6 +148,51 @@ def test_commit_takes_only_the_records_whatever_the_working_directory(tmp_path, 
     assert not study.commit_pending()
 
 
+def test_a_held_index_lock_is_waited_for_and_a_stale_one_named(tmp_path, monkeypatch):
+    import slac.train.study as study_module
+
+    repo = tmp_path / "repo"
+    git = _git_repo(repo)
+    messages = []
+    study = Study(tmp_path / "runs", repo / "records", commit=True, log=messages.append)
+    (repo / "records" / "main").mkdir(parents=True)
+    (repo / "records" / "main" / "a.json").write_text("{}")
+    (repo / "records" / "main" / ".a.json.x1.tmp").write_text("cut short")  # a SIGKILL in a copy
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    waits = []
+
+    def released_after_one_wait(seconds):  # another git process finishes meanwhile
+        waits.append(seconds)
+        lock.unlink(missing_ok=True)
+
+    monkeypatch.setattr(study_module.time, "sleep", released_after_one_wait)
+    assert study.commit_pending() and waits == [2]
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["records/main/a.json"]
+    (repo / "records" / "main" / "b.json").write_text("{}")
+    lock.write_text("")  # left by a git process that died: never released
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    assert not study.commit_pending()
+    assert "if no git process is running, remove the index.lock" in messages[-1]
+
+
+def test_a_signal_while_the_records_are_kept_finishes_them_then_stops(tmp_path):
+    import os
+
+    def analyze(run_dir):
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, after training, during the analysis
+        return {"figure": 1}
+
+    study = Study(tmp_path / "runs", tmp_path / "records", analyze=analyze, log=lambda m: None)
+    run = planned(epochs=1)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted):
+        study.execute(run)
+    assert study.is_done(run)
+    assert json.loads((study.records(run) / "analysis.json").read_text()) == {"figure": 1}
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+
+
 def test_a_signal_after_the_last_step_check_keeps_the_run_then_stops(tmp_path, monkeypatch):
     study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
     run = planned(epochs=1)
