@@ -211,6 +211,11 @@ def test_arms_reported_on_different_statistics_are_compared_on_the_same_ones(tmp
     items, _ = report.experiments([*without, tmp_path / "ann0", tmp_path / "ann1", tmp_path / "ann2"])
     with pytest.raises(ValueError, match="no final test top-1 on recalibrated BatchNorm"):
         report.compare(items, ["SLAC-ANN:ANN"])
+    slac_row = next(r for r in report.summarize(items, baseline="ANN") if r["method"] == "SLAC-ANN")
+    assert math.isnan(slac_row["diff"])  # said, not left out
+    assert "| lenet SLAC-ANN digits | recalibrated | 3 | 92.00 | 2.00 | 0 1 2 | n/a | [n/a, n/a] |" in (
+        report.format_report(report.summarize(items, baseline="ANN"), items)
+    )
 
 
 def test_welch_says_its_groups_when_they_are_not_the_pairs_and_ambiguous_arms_are_refused(tmp_path):

@@ -321,11 +321,13 @@ def summarize(items: list[Experiment], baseline: str | None = None) -> list[dict
         if e.beside is not None:
             row.update({"beside_mean": sum(e.beside) / e.n, "beside_std": _std(e.beside)})
         base = bases.get((e.config.model, e.config.dataset))
-        # The difference is taken on this experiment's headline BatchNorm statistics in both arms; none
-        # when the baseline did not log them.
-        base_values = None if base is None or e is base else base.on(e.config.eval_bn)
-        if base_values is not None:
-            diff, low, high = difference_interval(e.accuracies, base_values)
+        # The difference is taken on this experiment's headline BatchNorm statistics in both arms; n/a
+        # (NaN) when the baseline did not log them.
+        if base is not None and e is not base:
+            base_values = base.on(e.config.eval_bn)
+            diff, low, high = (
+                difference_interval(e.accuracies, base_values) if base_values is not None else (math.nan,) * 3
+            )
             row.update({"diff": diff, "ci_low": low, "ci_high": high})
         rows.append(row)
     return rows
@@ -339,7 +341,9 @@ def _number(value: float, digits: int = 2) -> str:
 
 def _cell(row: dict[str, Any]) -> str:
     text = f"{_number(row['mean'])} ± {_number(row['std'])} (n={row['n']})"
-    if "diff" in row:
+    if "diff" in row and math.isnan(row["diff"]):
+        text += "; n/a (the baseline lacks these BatchNorm statistics)"
+    elif "diff" in row:
         text += f"; {row['diff']:+.2f} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
     return text
 
