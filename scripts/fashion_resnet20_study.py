@@ -108,6 +108,35 @@ def plan(epochs: int | None, phases: list[str]) -> list:
     return runs
 
 
+def remaining_minutes(study, runs: list, records: Path = RECORDS) -> float | None:
+    """Training time left for the runs not done: epochs left times the median epoch of the arm's kept
+    main runs (the pilot's mean before any is kept; the SLAC and other heads are costed as the ANN before
+    their first run); None before the pilot fixed the study."""
+    import statistics
+
+    from slac.analysis.runs import load_run
+
+    path = records / "study.json"
+    if not path.is_file():
+        return None
+    fixed = json.loads(path.read_text())
+    medians = {}
+    for summary in sorted((records / "main").glob("*_seed*/summary.json")):
+        arm = summary.parent.name.rsplit("_seed", 1)[0]
+        medians.setdefault(arm, []).extend(load_run(summary.parent).epoch_minutes)
+    medians = {arm: statistics.median(minutes) for arm, minutes in medians.items() if minutes}
+    total = 0.0
+    for run in runs:
+        if study.is_done(run):
+            continue
+        arm = run.name.rsplit("_seed", 1)[0]
+        fallback = medians.get("resnet20_ann_linear", fixed["t_ann_minutes"])
+        t = medians.get(arm) or (fixed["t_cnn_minutes"] if "_cnn_" in f"{arm}_" else fallback)
+        progress = study.progress(run)
+        total += (run.overrides["epochs"] - (progress[0] if progress else 0)) * t
+    return total
+
+
 def analyze(run_dir: Path) -> dict:
     """Figure 1 fits (weights of the last adder layer or convolution, pooled features of 2,000 test
     images) and, for SL/SLAC heads, the skewness angles."""
@@ -136,8 +165,13 @@ def main(argv: list[str]) -> int:
     epochs = study_epochs(study, save=not args.plan)
     print(f"study epochs: {epochs if epochs is not None else 'not fixed yet (the pilot has not finished)'}")
     if args.plan:
-        for key, state in study.status(plan(epochs, args.phases)):
+        runs = plan(epochs, args.phases)
+        for key, state in study.status(runs):
             print(f"  {key:45s} {state}")
+        left = remaining_minutes(study, runs)
+        if left is not None:
+            print(f"left: about {left / 60:.1f} h, one run at a time, at the median epoch of each arm's "
+                  "kept runs on their machines")  # fmt: skip
         return 0
     if epochs is None and "pilot" not in args.phases:
         print("the study's epochs are fixed by the pilot, which has not finished: run --phases pilot first")

@@ -208,3 +208,22 @@ def test_an_epoch_cost_without_its_evaluation_time_is_refused(tmp_path):
     (run / "metrics.csv").write_text(text)
     with pytest.raises(RunError, match=r"epoch 1 was evaluated but its evaluation time .* not logged"):
         _ = load_run(run).epoch_minutes
+
+
+def test_the_time_left_uses_each_arms_kept_epochs(tmp_path):
+    from slac.train.study import Study
+
+    records = tmp_path / "records"
+    (records).mkdir()
+    runs = study.plan(2, ["main"])
+    planner = Study(tmp_path / "runs", records, log=lambda m: None)
+    assert study.remaining_minutes(planner, runs, records) is None  # before the pilot fixed E
+    (records / "study.json").write_text(
+        json.dumps({"epochs": 2, "t_cnn_minutes": 9.0, "t_ann_minutes": 10.0})
+    )
+    _fabricate(records, "main", "linear", "cnn", 0, 93.0, 93.0, 2)  # epochs of 1.2 min
+    # CNN: 4 runs x 2 epochs x 1.2; ANN and SLAC-ANN at the pilot's 10 min: 10 runs x 2 x 10.
+    assert study.remaining_minutes(planner, runs, records) == pytest.approx(9.6 + 200.0)
+    _fabricate(records, "main", "linear", "ann", 0, 91.0, 91.0, 2)
+    # the SLAC-ANN is costed as the kept ANN before its own first run
+    assert study.remaining_minutes(planner, runs, records) == pytest.approx(9.6 + 9.6 + 12.0)

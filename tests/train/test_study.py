@@ -44,7 +44,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypa
         interrupt_at(patch, 3)  # inside the first epoch (4 steps)
         with pytest.raises(TrainingInterrupted):
             study.execute(run)
-    assert study.state(run) == "partial (0 of 2 epochs done)"
+    assert study.state(run) == "partial (0 of 2 epochs done; epoch 1 at batch 3)"
     assert not (study.records(run) / "summary.json").exists()  # nothing kept before the end
     summary = study.execute(run)
     assert summary is not None and summary["epochs"] == 2 and study.state(run) == "done"

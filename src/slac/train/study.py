@@ -261,14 +261,25 @@ class Study:
         if self.is_done(run):
             return "done"
         if self.checkpoint(run).is_file():
-            from slac.train.checkpoint import load_checkpoint
-
-            try:
-                state = load_checkpoint(self.checkpoint(run))
-            except CheckpointError:
+            progress = self.progress(run)
+            if progress is None:
                 return "new (its checkpoint is unreadable)"
-            return f"partial ({state.get('epoch', 0)} of {state['config'].get('epochs')} epochs done)"
+            done, epochs, batch = progress
+            within = f"; epoch {done + 1} at batch {batch}" if batch else ""
+            return f"partial ({done} of {epochs} epochs done{within})"
         return "new"
+
+    def progress(self, run: PlannedRun) -> tuple[int, int, int] | None:
+        """(epochs done, planned epochs, batches done of the epoch in progress) of the run's checkpoint;
+        None without a readable one."""
+        from slac.train.checkpoint import load_checkpoint
+
+        try:
+            state = load_checkpoint(self.checkpoint(run))
+        except (CheckpointError, FileNotFoundError):
+            return None
+        batch = int((state.get("loader") or {}).get("batch", 0))
+        return int(state.get("epoch", 0)), int(state["config"].get("epochs")), batch
 
     def status(self, plan: list[PlannedRun]) -> list[tuple[str, str]]:
         return [(run.key, self.state(run)) for run in plan]
