@@ -115,6 +115,7 @@ def remaining_minutes(study, runs: list, records: Path = RECORDS) -> float | Non
     import statistics
 
     from slac.analysis.runs import load_run
+    from slac.errors import RunError
 
     path = records / "study.json"
     if not path.is_file():
@@ -123,7 +124,10 @@ def remaining_minutes(study, runs: list, records: Path = RECORDS) -> float | Non
     medians = {}
     for summary in sorted((records / "main").glob("*_seed*/summary.json")):
         arm = summary.parent.name.rsplit("_seed", 1)[0]
-        medians.setdefault(arm, []).extend(load_run(summary.parent).epoch_minutes)
+        try:
+            medians.setdefault(arm, []).extend(load_run(summary.parent).epoch_minutes)
+        except RunError as error:  # a run without its evaluation times: costed from the others
+            print(f"note: {error}")
     medians = {arm: statistics.median(minutes) for arm, minutes in medians.items() if minutes}
     total = 0.0
     for run in runs:

@@ -124,6 +124,7 @@ def _git_repo(path):
     git("init", "-q")
     git("config", "user.email", "t@example.org")
     git("config", "user.name", "t")
+    git("config", "commit.gpgsign", "false")
     return git
 
 
@@ -185,12 +186,72 @@ def test_a_signal_while_the_records_are_kept_finishes_them_then_stops(tmp_path):
 
     study = Study(tmp_path / "runs", tmp_path / "records", analyze=analyze, log=lambda m: None)
     run = planned(epochs=1)
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(TrainingInterrupted):
-        study.execute(run)
+
+    def guard(signum, frame):  # should the study's handler not be in place, the signal is noted here
+        pytest.fail("SIGTERM reached the test's own handler")
+
+    before = signal.signal(signal.SIGTERM, guard)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+        assert signal.getsignal(signal.SIGTERM) is guard  # the handlers are put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert study.is_done(run)
     assert json.loads((study.records(run) / "analysis.json").read_text()) == {"figure": 1}
-    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+
+
+def test_a_second_signal_waits_for_a_deferred_block():
+    from slac.train.trainer import StopFlag
+
+    flag, done = StopFlag(), []
+    flag(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt), flag.deferred():
+        flag(signal.SIGTERM, None)  # during a commit: noted, not raised
+        done.append("the commit finished")
+    assert done == ["the commit finished"]
+    with pytest.raises(KeyboardInterrupt):
+        flag(signal.SIGTERM, None)  # outside a deferred block: at once
+
+
+def test_a_signal_while_the_trainer_is_built_stops_before_training(tmp_path, monkeypatch):
+    import os
+
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+    built = Study._trainer
+
+    def signalled(self, planned_run):
+        trainer = built(self, planned_run)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return trainer
+
+    monkeypatch.setattr(Study, "_trainer", signalled)
+    with pytest.raises(TrainingInterrupted):
+        study.execute(run)
+    machines = json.loads((study.run_dir(run) / "machine.json").read_text())
+    assert machines[-1]["ended"] == "interrupted" and machines[-1]["to_step"] == 0
+
+
+def test_the_machine_history_survives_a_restart_that_fails(tmp_path, monkeypatch):
+    import shutil
+
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+
+    def removed_then_failed(self, planned_run):  # as Trainer(overwrite=True) would, then a bad dataset
+        shutil.rmtree(self.run_dir(planned_run))
+        raise ConfigError("the dataset is missing")
+
+    monkeypatch.setattr(Study, "_trainer", removed_then_failed)
+    with pytest.raises(ConfigError):
+        study.execute(run)
+    machines = json.loads((study.run_dir(run) / "machine.json").read_text())
+    assert [m["ended"] for m in machines] == ["interrupted"]
 
 
 def test_a_signal_after_the_last_step_check_keeps_the_run_then_stops(tmp_path, monkeypatch):
@@ -277,20 +338,26 @@ def test_a_corrupt_summary_says_what_to_do(tmp_path):
 
 
 def test_machine_entry_names_the_cpu_and_software():
+    from slac.train.study import loaded_code
+
     entry = machine_entry()
     assert entry["cpu"] and entry["torch"] == torch.__version__ and entry["threads"] >= 1
     if Path("/proc/cpuinfo").is_file():
-        assert entry["vendor"] and "/" in entry["family_model"]
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())  # fmt: skip
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = set(
+            next((line for line in lines if line.startswith("flags")), "flags:").split(":", 1)[1].split()
+        )
         assert ("avx2" in entry["extensions"]) == ("avx2" in flags)
         assert ("amx_tile" in entry["extensions"]) == ("amx_tile" in flags)
-    if (ROOT / ".git").exists():
-        assert len(entry["code"]["commit"]) == 40 and isinstance(entry["code"]["dirty"], bool)
+    assert entry["code"] == loaded_code()
 
 
-def test_the_code_version_is_taken_once_and_covers_the_code_paths(tmp_path):
-    from slac.train.study import code_version
+GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false")
+
+
+def test_the_code_version_covers_the_code_paths_and_the_loaded_one_is_taken_once(tmp_path, monkeypatch):
+    import slac.train.study as study_module
+    from slac.train.study import code_version, loaded_code
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -300,13 +367,18 @@ def test_the_code_version_is_taken_once_and_covers_the_code_paths(tmp_path):
         (tmp_path / path).write_text("1\n")
     git("init", "-q")
     git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    git(*GIT_IDENTITY, "commit", "-q", "-m", "one")
     source = tmp_path / "src" / "slac"
     first = code_version(source)
-    assert len(first["commit"]) == 40 and not first["dirty"]
+    assert len(first["commit"]) == 40 and not first["dirty"] and first["changed"] == []
     (tmp_path / "docs" / "r.md").write_text("2\n")  # records and docs are not code
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "records")  # HEAD moves
     (tmp_path / "scripts" / "s.py").write_text("2\n")
-    assert code_version(source) == first  # what this process loaded
-    now = code_version.__wrapped__(source)
-    assert now["commit"] != first["commit"] and now["changed"] == ["scripts/s.py"] and now["dirty"]
+    (tmp_path / "src" / "slac" / "new.py").write_text("1\n")  # a new module, not yet tracked
+    now = code_version(source)
+    assert now["changed"] == ["scripts/s.py", "src/slac/new.py"] and now["dirty"]
+    # This process's code: taken at the first call, unchanged by what happens in the checkout later.
+    taken = loaded_code()
+    monkeypatch.setattr(study_module, "code_version", lambda source=None: {"commit": "moved"})
+    assert loaded_code() == taken and loaded_code() is not loaded_code()  # fresh copies of it
+    Study(tmp_path / "runs", tmp_path / "records")
+    assert machine_entry()["code"] == taken

@@ -339,6 +339,12 @@ def _number(value: float, digits: int = 2) -> str:
     )
 
 
+def _difference(row: dict[str, Any]) -> str:
+    if math.isnan(row["diff"]):
+        return "n/a (the baseline lacks these BatchNorm statistics)"
+    return _number(row["diff"])
+
+
 def _cell(row: dict[str, Any]) -> str:
     text = f"{_number(row['mean'])} ± {_number(row['std'])} (n={row['n']})"
     if "diff" in row and math.isnan(row["diff"]):
@@ -373,7 +379,7 @@ def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: s
     if layout == "long":
         body = [
             [r["experiment"], str(r["n"]), _number(r["mean"]), _number(r["std"]), r["seeds"],
-             _number(r.get("diff")) if "diff" in r else "",
+             _difference(r) if "diff" in r else "",
              f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]" if "diff" in r else ""]
             for r in rows
         ]  # fmt: skip

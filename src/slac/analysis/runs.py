@@ -60,7 +60,8 @@ class Run:
             if evaluated and row.get("eval_seconds") in (None, ""):
                 raise RunError(
                     f"{self.path / 'metrics.csv'}: epoch {row.get('epoch')} was evaluated but its evaluation "
-                    "time (eval_seconds) was not logged, so its cost is unknown; rerun it with this version"
+                    "time (eval_seconds) was not logged, so its cost is unknown; leave the run out of cost "
+                    "figures, or train it again with this version"
                 )
             minutes.append((float(row["epoch_seconds"]) + float(row.get("eval_seconds") or 0.0)) / 60)
         return minutes

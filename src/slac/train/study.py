@@ -53,7 +53,7 @@ from typing import Any
 from slac.errors import CheckpointError, ConfigError, DivergenceError
 from slac.train.records import write_json_atomic
 
-__all__ = ["RECORD_FILES", "PlannedRun", "Study", "code_version", "cpu_model", "machine_entry"]
+__all__ = ["RECORD_FILES", "PlannedRun", "Study", "code_version", "cpu_model", "loaded_code", "machine_entry"]
 
 RECORD_FILES = ("config.yaml", "metrics.csv", "summary.json")
 
@@ -99,14 +99,10 @@ def cpu_model() -> str:
 CODE_PATHS = ("src", "scripts", "configs")  # what a run's result depends on, in the checkout
 
 
-@functools.cache
 def code_version(source: str | Path | None = None) -> dict[str, Any]:
-    """The git commit of the slac checkout in use and the files of ``CODE_PATHS`` that differ from it
-    ("dirty"); the package version where slac is not a git checkout.
-
-    Taken once per process, at the first call (``Study`` makes it when built): the code a process runs is
-    what it loaded when it started, whatever is committed while it trains (the study's own record commits
-    move HEAD)."""
+    """The git commit of the slac checkout at ``source`` (default: the slac package in use) and the files
+    of ``CODE_PATHS`` that differ from it, untracked ones included ("dirty"; None when git cannot tell);
+    the package version where slac is not a git checkout. ``loaded_code`` is this process's."""
     import slac
 
     source = Path(source) if source is not None else Path(slac.__file__).resolve().parent
@@ -117,13 +113,27 @@ def code_version(source: str | Path | None = None) -> dict[str, Any]:
 
         head = git("rev-parse", "HEAD")
         if head.returncode == 0:
-            changed = git("status", "--porcelain", "--untracked-files=no", "--",
+            changed = git("status", "--porcelain", "--untracked-files=normal", "--",
                           *(f":(top){path}" for path in CODE_PATHS))  # fmt: skip
+            if changed.returncode != 0:
+                return {"commit": head.stdout.strip(), "dirty": None, "changed": None}
             files = sorted(line[3:] for line in changed.stdout.splitlines() if line.strip())
             return {"commit": head.stdout.strip(), "dirty": bool(files), "changed": files}
     except (OSError, subprocess.SubprocessError):
         pass
     return {"version": getattr(slac, "__version__", "unknown")}
+
+
+@functools.cache
+def _loaded_code() -> str:
+    return json.dumps(code_version())
+
+
+def loaded_code() -> dict[str, Any]:
+    """``code_version()`` of the code this process runs: taken once, at the first call (``Study`` makes it
+    when built), since a process runs what it loaded when it started, whatever is committed while it
+    trains (the study's own record commits move HEAD). A fresh copy each call."""
+    return json.loads(_loaded_code())
 
 
 def machine_entry() -> dict[str, Any]:
@@ -144,7 +154,7 @@ def machine_entry() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "code": dict(code_version()),
+        "code": loaded_code(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
@@ -177,18 +187,6 @@ def _copy_atomic(source: Path, target: Path) -> None:
         raise
 
 
-class _StopFlag:
-    """SIGTERM/SIGINT noted while no trainer handles them (a second one stops at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-
 # ----------------------------------------------------------------------------------------------- study
 
 
@@ -211,7 +209,12 @@ class Study:
     ) -> None:
         self.runs_dir, self.records_dir = Path(runs_dir), Path(records_dir)
         self.analyze, self.commit, self.log = analyze, commit, log
-        code_version()  # the code this process loaded, before any record is committed
+        self._stop: Any = None  # the StopFlag of the run being executed
+        loaded_code()  # the code this process loaded, before any record is committed
+
+    def _whole(self) -> contextlib.AbstractContextManager:
+        """A block that a second signal does not cut short (copies of records, git), while a run executes."""
+        return self._stop.deferred() if self._stop is not None else contextlib.nullcontext()
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.runs_dir / run.phase / run.name
@@ -341,11 +344,12 @@ class Study:
 
         # One flag from here to the end of the run: the trainer takes it over, so that a signal during
         # building, the last step, the evaluation or the keeping of records is not lost.
-        flag = StopFlag(self.log)
+        flag = self._stop = StopFlag(self.log)
         previous = install_stop_handlers(flag)
         try:
             summary = self._execute(run, flag)
         finally:
+            self._stop = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         if flag.signum:
@@ -398,10 +402,11 @@ class Study:
     def _keep_failed(self, run: PlannedRun, error: Exception, epoch: int) -> None:
         target = self.records(run)
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.csv", "machine.json"):
-            if (self.run_dir(run) / name).is_file():
-                _copy_atomic(self.run_dir(run) / name, target / name)
-        write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
+        with self._whole():
+            for name in ("config.yaml", "metrics.csv", "machine.json"):
+                if (self.run_dir(run) / name).is_file():
+                    _copy_atomic(self.run_dir(run) / name, target / name)
+            write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
         self.log(f"{run.key}: failed in epoch {epoch + 1} ({error}); recorded as failed")
         if self.commit:
             self.commit_path(target, f"study records: {run.key} (failed)")
@@ -415,9 +420,10 @@ class Study:
         target.mkdir(parents=True, exist_ok=True)
         (target / "summary.json").unlink(missing_ok=True)  # until the others are in place
         (target / "analysis.json").unlink(missing_ok=True)  # of an earlier run of this name
-        for name in ("config.yaml", "metrics.csv", "machine.json", "summary.json"):
-            if (source / name).is_file():
-                _copy_atomic(source / name, target / name)
+        with self._whole():
+            for name in ("config.yaml", "metrics.csv", "machine.json", "summary.json"):
+                if (source / name).is_file():
+                    _copy_atomic(source / name, target / name)
         self._analyze(run)
         if self.commit:
             self.commit_path(target, f"study records: {run.key}")
@@ -453,9 +459,11 @@ class Study:
     # ------------------------------------------------------------------------------------------- git
 
     def _git(self, *args: str) -> subprocess.CompletedProcess:
-        # In the records' repository whatever the working directory; C locale for git's messages.
-        return subprocess.run(["git", *args], cwd=self.records_dir, capture_output=True, text=True,
-                              env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+        # In the records' repository whatever the working directory; C locale for git's messages. A git
+        # process cut short by a second signal would leave its index.lock behind.
+        with self._whole():
+            return subprocess.run(["git", *args], cwd=self.records_dir, capture_output=True, text=True,
+                                  env={**os.environ, "LC_ALL": "C"})  # fmt: skip
 
     def commit_path(self, path: Path, message: str) -> bool:
         """Commit ``path`` alone; True when committed or nothing changed. Retried while another git
@@ -485,7 +493,8 @@ class Study:
         there was something."""
         self.records_dir.mkdir(parents=True, exist_ok=True)
         for temporary in self.records_dir.rglob(".*.tmp"):  # a copy cut short (SIGKILL) in _copy_atomic
-            temporary.unlink()
+            if temporary.is_file():
+                temporary.unlink()
         status = self._git("status", "--porcelain", "--", ".")
         if status.returncode != 0 or not status.stdout.strip():
             return False

@@ -36,8 +36,8 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ from slac.train.records import MetricsWriter, accuracy_counts, write_json_atomic
 from slac.train.user import CUSTOM, UserModel, as_dataset
 
 __all__ = [
+    "StopFlag",
     "TrainModule",
     "Trainer",
     "TrainingInterrupted",
@@ -73,6 +74,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_official",
     "fit",
+    "install_stop_handlers",
     "lr_factor",
     "train_one_epoch",
     "train_step",
@@ -93,19 +95,46 @@ def install_stop_handlers(handler: Callable[[int, Any], None]) -> dict[int, Any]
 
 class StopFlag:
     """The handler of SIGTERM/SIGINT: the first signal is noted in ``signum`` (training stops at the next
-    step with a checkpoint), a second raises ``KeyboardInterrupt`` at once. One flag can be handed from a
-    caller to a ``Trainer`` (``trainer.stop = flag``) so that a signal caught before ``fit`` is not lost."""
+    step with a checkpoint; a study at the end of what it is doing), a second raises ``KeyboardInterrupt``
+    at once, or at the end of a ``deferred()`` block (a git commit, a copy of records) so that it leaves
+    no lock or half-written file behind. One flag can be handed from a caller to a ``Trainer``
+    (``trainer.stop = flag``) so that a signal caught before ``fit`` is not lost."""
 
     def __init__(self, log: Callable[[str], None] | None = None) -> None:
         self.signum: int | None = None
         self.log = log
+        self._deferring = 0
+        self._pending = False
 
     def __call__(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self.signum is not None:
+            if self._deferring:
+                self._pending = True
+                self._say(f"\n{name} again: stopping once the records being written are complete")
+                return
             raise KeyboardInterrupt
         self.signum = signum
+        self._say(f"\n{name}: stopping at the next safe point (a checkpoint is written if training); "
+                  "a second signal stops at once")  # fmt: skip
+
+    def _say(self, message: str) -> None:
         if self.log is not None:
-            self.log(f"\n{signal.Signals(signum).name}: writing a checkpoint after this step, then stopping")
+            # RuntimeError: the signal came inside a print to the same stream ("reentrant call").
+            with suppress(RuntimeError):
+                self.log(message)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A block a second signal does not cut short: it stops at the block's end."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
 
 
 class TrainingInterrupted(Exception):
