@@ -36,6 +36,17 @@ def interrupt_at(monkeypatch, step_checks: int) -> None:
     monkeypatch.setattr(Trainer, "_should_stop", should_stop)
 
 
+def interrupted_study(tmp_path) -> tuple[Study, PlannedRun]:
+    """A study whose one-epoch run was stopped at its second step check (its checkpoint kept)."""
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
+    run = planned(epochs=1)
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(TrainingInterrupted):
+            study.execute(run)
+    return study, run
+
+
 def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
     run, reference = planned(), planned("reference")
@@ -62,12 +73,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypa
 
 
 def test_a_killed_process_leaves_its_entry(tmp_path, monkeypatch):
-    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
-    run = planned(epochs=1)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 2)
-        with pytest.raises(TrainingInterrupted):
-            study.execute(run)
+    study, run = interrupted_study(tmp_path)
 
     def killed(self):
         raise KeyboardInterrupt  # stands for SIGKILL: no handler runs, nothing is written after it
@@ -236,12 +242,7 @@ def test_a_signal_while_the_trainer_is_built_stops_before_training(tmp_path, mon
 def test_the_machine_history_survives_a_restart_that_fails(tmp_path, monkeypatch):
     import shutil
 
-    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None)
-    run = planned(epochs=1)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, 2)
-        with pytest.raises(TrainingInterrupted):
-            study.execute(run)
+    study, run = interrupted_study(tmp_path)
 
     def removed_then_failed(self, planned_run):  # as Trainer(overwrite=True) would, then a bad dataset
         shutil.rmtree(self.run_dir(planned_run))
