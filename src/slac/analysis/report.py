@@ -339,16 +339,17 @@ def _number(value: float, digits: int = 2) -> str:
     )
 
 
+NO_BASELINE_FIGURES = "n/a (the baseline lacks these BatchNorm statistics)"  # a NaN difference
+
+
 def _difference(row: dict[str, Any]) -> str:
-    if math.isnan(row["diff"]):
-        return "n/a (the baseline lacks these BatchNorm statistics)"
-    return _number(row["diff"])
+    return NO_BASELINE_FIGURES if math.isnan(row["diff"]) else _number(row["diff"])
 
 
 def _cell(row: dict[str, Any]) -> str:
     text = f"{_number(row['mean'])} ± {_number(row['std'])} (n={row['n']})"
     if "diff" in row and math.isnan(row["diff"]):
-        text += "; n/a (the baseline lacks these BatchNorm statistics)"
+        text += f"; {NO_BASELINE_FIGURES}"
     elif "diff" in row:
         text += f"; {row['diff']:+.2f} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
     return text

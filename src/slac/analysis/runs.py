@@ -56,8 +56,8 @@ class Run:
         raises for an evaluated epoch whose evaluation time was not logged (runs of older versions)."""
         minutes = []
         for row in self.metrics:
-            evaluated = row.get("test_top1") not in (None, "")
-            if evaluated and row.get("eval_seconds") in (None, ""):
+            # read_metrics gives None for an empty cell
+            if row.get("test_top1") is not None and row.get("eval_seconds") is None:
                 raise RunError(
                     f"{self.path / 'metrics.csv'}: epoch {row.get('epoch')} was evaluated but its evaluation "
                     "time (eval_seconds) was not logged, so its cost is unknown; leave the run out of cost "

@@ -35,6 +35,7 @@ last step, the evaluation or the copying of records, the run is finished and kep
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -125,15 +126,15 @@ def code_version(source: str | Path | None = None) -> dict[str, Any]:
 
 
 @functools.cache
-def _loaded_code() -> str:
-    return json.dumps(code_version())
+def _loaded_code() -> dict[str, Any]:
+    return code_version()
 
 
 def loaded_code() -> dict[str, Any]:
     """``code_version()`` of the code this process runs: taken once, at the first call (``Study`` makes it
     when built), since a process runs what it loaded when it started, whatever is committed while it
     trains (the study's own record commits move HEAD). A fresh copy each call."""
-    return json.loads(_loaded_code())
+    return copy.deepcopy(_loaded_code())
 
 
 def machine_entry() -> dict[str, Any]:
@@ -347,7 +348,7 @@ class Study:
         flag = self._stop = StopFlag(self.log)
         previous = install_stop_handlers(flag)
         try:
-            summary = self._execute(run, flag)
+            summary = self._execute(run)
         finally:
             self._stop = None
             for signum, handler in previous.items():
@@ -356,8 +357,8 @@ class Study:
             raise TrainingInterrupted(flag.signum, self.checkpoint(run))
         return summary
 
-    def _execute(self, run: PlannedRun, flag: Any) -> dict[str, Any] | None:
-        """The summary, or None when the run failed."""
+    def _execute(self, run: PlannedRun) -> dict[str, Any] | None:
+        """The summary, or None when the run failed (under ``execute``'s StopFlag, ``self._stop``)."""
         from slac.train import TrainingInterrupted
 
         machine = self.run_dir(run) / "machine.json"
@@ -369,7 +370,7 @@ class Study:
                 machine.parent.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(machine, history)
             raise
-        trainer.stop = flag
+        trainer.stop = self._stop
         # Logged before training, so that a process that dies without a chance to write (SIGKILL) still
         # leaves its entry ("ended": null); completed when it stops, fails or finishes.
         entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step, "ended": None}
@@ -381,10 +382,10 @@ class Study:
                     "wall_seconds": time.perf_counter() - started}  # fmt: skip
             write_json_atomic(machine, [*history, entry | done])
 
-        if flag.signum:  # stopped while the trainer was being built: do not start training
+        if self._stop.signum:  # stopped while the trainer was being built: do not start training
             close("interrupted")
             raise TrainingInterrupted(
-                flag.signum, self.checkpoint(run) if self.checkpoint(run).is_file() else None
+                self._stop.signum, self.checkpoint(run) if self.checkpoint(run).is_file() else None
             )
         try:
             summary = trainer.fit()
