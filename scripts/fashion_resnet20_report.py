@@ -36,9 +36,7 @@ SMALLEST_CLAIMED_GAIN = 0.3  # the protocol's threshold (the paper's gains: +0.3
 CONVERGENCE_POINTS = 1.0  # the protocol's "near convergence": the ANN within 1 point of the pilot
 ANN_CNN_POINTS = 1.0  # "ANNs approach the CNN": the paired ANN - CNN interval within +-1 point
 FIGURE1_ARMS = ("ANN", "SLAC-ANN")  # the protocol's Figure 1 reading; the other heads are exploratory
-
-
-MAIN_SEEDS = 5  # the protocol's seeds of the main arms; fewer pairs are said with the reading
+MAIN_SEEDS = 5  # the protocol's seeds of the main arms (the study script's MAIN_SEEDS); fewer are said
 
 
 def verdict(row: dict, qualifier: str = "") -> str:
@@ -107,11 +105,16 @@ def failed_runs(records: Path) -> list[str]:
     return lines
 
 
-def ann_gap(pilot: list, main: list) -> float | None:
-    """The study's ANN mean minus the pilot ANN's final (None until both exist): the convergence rule."""
-    p = [e for e in pilot if e.method == "ANN"]
-    m = [e for e in main if e.method == "ANN"]
+def convergence_gap(pilot: list, main: list, method: str = "ANN") -> float | None:
+    """The study's mean of an arm minus its pilot's final (None until both exist)."""
+    p = [e for e in pilot if e.method == method]
+    m = [e for e in main if e.method == method]
     return m[0].mean - p[0].mean if p and m else None
+
+
+def short_of_convergence(gap: float) -> bool:
+    """The protocol's rule, decided on the ANN's gap: more than 1 point below the 12-epoch pilot."""
+    return gap < -CONVERGENCE_POINTS
 
 
 def accuracy_tables(main: list, notes: list[str], out: Path, qualifier: str = "") -> str:
@@ -136,13 +139,12 @@ def convergence(pilot: list, main: list) -> str:
 
     lines = []
     for p in pilot:
-        match = [e for e in main if e.method == p.method]
-        if not match:
+        gap = convergence_gap(pilot, main, p.method)
+        if gap is None:
             continue
-        m = match[0]
-        gap = m.mean - p.mean
+        m = next(e for e in main if e.method == p.method)
         if p.method == "ANN":
-            reading = "near convergence" if gap >= -CONVERGENCE_POINTS else "short of convergence"
+            reading = "short of convergence" if short_of_convergence(gap) else "near convergence"
         else:
             reading = "(reported beside; the ANN decides)"
         lines.append([p.method, f"{p.accuracies[0]:.2f}", f"{m.mean:.2f} (n={m.n})", f"{gap:+.2f}", reading])
@@ -278,8 +280,8 @@ def main(argv: list[str]) -> int:
 
     pilot, _ = report.experiments(_runs(records, "pilot"))
     main, notes = report.experiments(_runs(records, "main"))
-    gap, epochs = ann_gap(pilot, main), main[0].config.epochs
-    short = gap is not None and gap < -CONVERGENCE_POINTS  # the protocol: claims are then "at E epochs"
+    gap, epochs = convergence_gap(pilot, main), main[0].config.epochs
+    short = gap is not None and short_of_convergence(gap)  # the protocol: claims are then "at E epochs"
     qualifier = f" at {epochs} epochs (short of convergence)" if short else ""
     if gap is None:
         heading = "Convergence undetermined: the pilot ANN or the study's ANN has not finished.\n\n"

@@ -135,7 +135,7 @@ def remaining_minutes(study, runs: list, records: Path = RECORDS) -> float | Non
             continue
         arm = run.name.rsplit("_seed", 1)[0]
         fallback = medians.get("resnet20_ann_linear", fixed["t_ann_minutes"])
-        t = medians.get(arm) or (fixed["t_cnn_minutes"] if "_cnn_" in f"{arm}_" else fallback)
+        t = medians.get(arm) or (fixed["t_cnn_minutes"] if "_cnn_" in arm else fallback)
         progress = study.progress(run)
         total += (run.overrides["epochs"] - (progress[0] if progress else 0)) * t
     return total
