@@ -3,7 +3,8 @@
     .venv/bin/python scripts/fashion_resnet20_report.py [--out docs/reproduction/fashion-resnet20]
 
 Reads docs/reproduction/records/fashion-resnet20/ only (the checkpoints under runs/ are needed just for
-the Figure 1 histograms of seed 0, which are drawn when they are still there). Writes:
+the Figure 1 histograms, drawn for each main arm from its lowest seed whose checkpoint is still there;
+checkpoints are never committed, so a fresh checkout draws them from the runs trained in it). Writes:
 
     table.md / table.csv    accuracy per arm (recalibrated BN, running BN beside), paired differences with
                             95% intervals and Welch's, the protocol's readings, per-seed values
@@ -13,7 +14,7 @@ the Figure 1 histograms of seed 0, which are drawn when they are still there). W
     cost.md                 images/s, minutes per run, the machines
     curves.png              test and training top-1 per epoch, mean and min-max band over seeds, per arm
     pilot_curves.png        the pilot's curves
-    fig1_<run>.png          Figure 1 histograms of the seed-0 runs (when the checkpoints exist)
+    fig1_<run>.png          Figure 1 histograms, one run per main arm (listed at the end of figure1.md)
 """
 
 from __future__ import annotations
@@ -157,6 +158,21 @@ def convergence(pilot: list, main: list) -> str:
 def _analysis(run: Path) -> dict | None:
     path = run / "analysis.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+HISTOGRAM_ARMS = ("resnet20_ann_linear", "resnet20_ann_slac", "resnet20_cnn_linear")
+
+
+def histogram_run(main_runs: Path, main_records: Path, stem: str) -> str | None:
+    """The finished run of ``stem`` (e.g. resnet20_ann_slac) with the lowest seed whose last checkpoint
+    exists; finished means its records are kept (an interrupted run's checkpoint is not the final model)."""
+    found = []
+    for path in main_runs.glob(f"{stem}_seed*/checkpoints/last.pt"):
+        name = path.parent.parent.name
+        seed = name[len(stem) + len("_seed"):]
+        if seed.isdigit() and (main_records / name / "summary.json").is_file():
+            found.append((int(seed), name))
+    return min(found)[1] if found else None
 
 
 def figure1(main: list) -> str:
@@ -303,9 +319,18 @@ def main(argv: list[str]) -> int:
         print(f"## {name}\n\n{text}\n")
     plots.plot_curves(_runs(records, "main"), out / "curves.png", band=True)
     plots.plot_curves(_runs(records, "pilot"), out / "pilot_curves.png")
-    for name in ("resnet20_ann_linear_seed0", "resnet20_ann_slac_seed0", "resnet20_cnn_linear_seed0"):
-        if (runs / "main" / name / "checkpoints" / "last.pt").is_file():
-            plots.plot_histograms(runs / "main" / name, out / f"fig1_{name}.png")
+    drawn = []
+    for stem in HISTOGRAM_ARMS:
+        name = histogram_run(runs / "main", records / "main", stem)
+        if name is None:
+            drawn.append(f"- {stem}: not drawn (no finished run's checkpoint under {runs / 'main'})")
+            continue
+        for stale in out.glob(f"fig1_{stem}_seed*.png"):  # one figure per arm: an earlier seed's goes
+            stale.unlink()
+        plots.plot_histograms(runs / "main" / name, out / f"fig1_{name}.png")
+        drawn.append(f"- {stem}: `fig1_{name}.png`")
+    with open(out / "figure1.md", "a") as figure1_md:
+        figure1_md.write("\nHistograms (each arm's lowest seed with a checkpoint here):\n\n" + "\n".join(drawn) + "\n")
     print(f"wrote {out}")
     return 0
 

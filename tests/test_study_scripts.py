@@ -157,9 +157,24 @@ def test_the_report_from_fabricated_records(tmp_path, capsys):
     assert "| SLAC-ANN | weights | 3 | 0 | heavy tails supported (Laplace in every seed) |" in figure
     assert "| ANN | features | 0 | 3 | heavy tails contradicted (Gaussian in every seed) |" in figure
     assert "in 3 of 3 seed pairs: supported as a mechanism" in (out / "skewness.md").read_text()
+    assert "- resnet20_ann_slac: not drawn (no finished run's checkpoint" in figure  # no runs/ here
     assert "Test CPU (avx2; 2 threads)" in (out / "cost.md").read_text()
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "pilot_curves.png").is_file()
     assert reporting.main(["--records", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_the_histograms_come_from_the_lowest_finished_seed_with_a_checkpoint(tmp_path):
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    for seed in (1, 4, 12):
+        (runs / f"resnet20_ann_slac_seed{seed}" / "checkpoints").mkdir(parents=True)
+        (runs / f"resnet20_ann_slac_seed{seed}" / "checkpoints" / "last.pt").write_bytes(b"")
+    for seed in (4, 12):  # seed 1 has a checkpoint but no records: interrupted, not the final model
+        (records / f"resnet20_ann_slac_seed{seed}").mkdir(parents=True)
+        (records / f"resnet20_ann_slac_seed{seed}" / "summary.json").write_text("{}")
+    (runs / "resnet20_ann_slac_seedx" / "checkpoints").mkdir(parents=True)
+    (runs / "resnet20_ann_slac_seedx" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert reporting.histogram_run(runs, records, "resnet20_ann_slac") == "resnet20_ann_slac_seed4"
+    assert reporting.histogram_run(runs, records, "resnet20_ann_linear") is None
 
 
 def test_the_report_qualifies_short_convergence_failed_runs_and_missing_analyses(tmp_path):
