@@ -169,7 +169,7 @@ def histogram_run(main_runs: Path, main_records: Path, stem: str) -> str | None:
     found = []
     for path in main_runs.glob(f"{stem}_seed*/checkpoints/last.pt"):
         name = path.parent.parent.name
-        seed = name[len(stem) + len("_seed"):]
+        seed = name[len(stem) + len("_seed") :]
         if seed.isdigit() and (main_records / name / "summary.json").is_file():
             found.append((int(seed), name))
     return min(found)[1] if found else None
@@ -323,14 +323,19 @@ def main(argv: list[str]) -> int:
     for stem in HISTOGRAM_ARMS:
         name = histogram_run(runs / "main", records / "main", stem)
         if name is None:
-            drawn.append(f"- {stem}: not drawn (no finished run's checkpoint under {runs / 'main'})")
+            kept = sorted(path.name for path in out.glob(f"fig1_{stem}_seed*.png"))
+            drawn.append(f"- {stem}: `{kept[0]}`, drawn by an earlier report (no finished run's checkpoint "
+                         f"under {runs / 'main'} now)" if kept else
+                         f"- {stem}: not drawn (no finished run's checkpoint under {runs / 'main'})")  # fmt: skip
             continue
         for stale in out.glob(f"fig1_{stem}_seed*.png"):  # one figure per arm: an earlier seed's goes
             stale.unlink()
         plots.plot_histograms(runs / "main" / name, out / f"fig1_{name}.png")
         drawn.append(f"- {stem}: `fig1_{name}.png`")
     with open(out / "figure1.md", "a") as figure1_md:
-        figure1_md.write("\nHistograms (each arm's lowest seed with a checkpoint here):\n\n" + "\n".join(drawn) + "\n")
+        figure1_md.write(
+            "\nHistograms (each arm's lowest seed with a checkpoint here):\n\n" + "\n".join(drawn) + "\n"
+        )
     print(f"wrote {out}")
     return 0
 
