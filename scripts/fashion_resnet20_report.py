@@ -324,9 +324,9 @@ def main(argv: list[str]) -> int:
         name = histogram_run(runs / "main", records / "main", stem)
         if name is None:
             kept = sorted(path.name for path in out.glob(f"fig1_{stem}_seed*.png"))
-            drawn.append(f"- {stem}: `{kept[0]}`, drawn by an earlier report (no finished run's checkpoint "
-                         f"under {runs / 'main'} now)" if kept else
-                         f"- {stem}: not drawn (no finished run's checkpoint under {runs / 'main'})")  # fmt: skip
+            missing = f"no finished run's checkpoint under {runs / 'main'}"
+            drawn.append(f"- {stem}: `{kept[0]}`, drawn by an earlier report ({missing} now)" if kept
+                         else f"- {stem}: not drawn ({missing})")  # fmt: skip
             continue
         for stale in out.glob(f"fig1_{stem}_seed*.png"):  # one figure per arm: an earlier seed's goes
             stale.unlink()
