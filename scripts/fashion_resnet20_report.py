@@ -160,19 +160,39 @@ def _analysis(run: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-HISTOGRAM_ARMS = ("resnet20_ann_linear", "resnet20_ann_slac", "resnet20_cnn_linear")
+HISTOGRAM_ARMS = ("ANN", "SLAC-ANN", "CNN")  # one Figure 1 histogram per main arm
 
 
-def histogram_run(main_runs: Path, main_records: Path, stem: str) -> str | None:
-    """The finished run of ``stem`` (e.g. resnet20_ann_slac) with the lowest seed whose last checkpoint
-    exists; finished means its records are kept (an interrupted run's checkpoint is not the final model)."""
-    found = []
-    for path in main_runs.glob(f"{stem}_seed*/checkpoints/last.pt"):
-        name = path.parent.parent.name
-        seed = name[len(stem) + len("_seed") :]
-        if seed.isdigit() and (main_records / name / "summary.json").is_file():
-            found.append((int(seed), name))
-    return min(found)[1] if found else None
+def histogram_run(experiment, main_runs: Path):
+    """The finished run of ``experiment`` (its runs are the finished ones, sorted by seed) with the lowest
+    seed whose last checkpoint is still under ``main_runs``; None when no finished run has one (an
+    interrupted run's checkpoint is not the final model, and it has no records to be listed by)."""
+    return next((run for run in experiment.runs
+                 if (main_runs / run.path.name / "checkpoints" / "last.pt").is_file()), None)  # fmt: skip
+
+
+def histograms(main: list, main_runs: Path, out: Path) -> str:
+    """Draws fig1_<run>.png for each main arm from histogram_run's choice (an earlier seed's figure of the
+    arm goes); keeps and names an earlier report's figure when no checkpoint is left. Returns the list."""
+    from slac.analysis import plots
+
+    drawn = []
+    for e in main:
+        if e.method not in HISTOGRAM_ARMS:
+            continue
+        stem = e.runs[0].path.name.rsplit("_seed", 1)[0]
+        earlier = sorted(path.name for path in out.glob(f"fig1_{stem}_seed*.png"))
+        run = histogram_run(e, main_runs)
+        if run is None:
+            missing = f"no finished run's checkpoint under {main_runs}"
+            kept = f"`{earlier[0]}`, drawn by an earlier report ({missing} now)" if earlier else None
+            drawn.append(f"- {e.method}: {kept or f'not drawn ({missing})'}")
+            continue
+        for name in earlier:
+            (out / name).unlink()
+        plots.plot_histograms(main_runs / run.path.name, out / f"fig1_{run.path.name}.png")
+        drawn.append(f"- {e.method}: `fig1_{run.path.name}.png`")
+    return "Histograms (each arm's lowest seed with a checkpoint here):\n\n" + "\n".join(drawn)
 
 
 def figure1(main: list) -> str:
@@ -310,7 +330,7 @@ def main(argv: list[str]) -> int:
     parts = {
         "table.md": heading + accuracy_tables(main, notes + failed_runs(records), out, qualifier),
         "convergence.md": convergence(pilot, main),
-        "figure1.md": figure1(main),
+        "figure1.md": figure1(main) + "\n\n" + histograms(main, runs / "main", out),
         "skewness.md": skewness(main),
         "cost.md": cost(pilot, main),
     }
@@ -319,23 +339,6 @@ def main(argv: list[str]) -> int:
         print(f"## {name}\n\n{text}\n")
     plots.plot_curves(_runs(records, "main"), out / "curves.png", band=True)
     plots.plot_curves(_runs(records, "pilot"), out / "pilot_curves.png")
-    drawn = []
-    for stem in HISTOGRAM_ARMS:
-        name = histogram_run(runs / "main", records / "main", stem)
-        if name is None:
-            kept = sorted(path.name for path in out.glob(f"fig1_{stem}_seed*.png"))
-            missing = f"no finished run's checkpoint under {runs / 'main'}"
-            drawn.append(f"- {stem}: `{kept[0]}`, drawn by an earlier report ({missing} now)" if kept
-                         else f"- {stem}: not drawn ({missing})")  # fmt: skip
-            continue
-        for stale in out.glob(f"fig1_{stem}_seed*.png"):  # one figure per arm: an earlier seed's goes
-            stale.unlink()
-        plots.plot_histograms(runs / "main" / name, out / f"fig1_{name}.png")
-        drawn.append(f"- {stem}: `fig1_{name}.png`")
-    with open(out / "figure1.md", "a") as figure1_md:
-        figure1_md.write(
-            "\nHistograms (each arm's lowest seed with a checkpoint here):\n\n" + "\n".join(drawn) + "\n"
-        )
     print(f"wrote {out}")
     return 0
 

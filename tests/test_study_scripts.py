@@ -140,6 +140,8 @@ def test_the_report_from_fabricated_records(tmp_path, capsys):
                    {**figure1, "skewness": {"mean_cosine": 0.0, "angle_loss": 0.3}})  # fmt: skip
         _fabricate(records, "main", "sl", "ann", seed, sl, sl, 2,
                    {**figure1, "skewness": {"mean_cosine": 0.4, "angle_loss": 0.8}})  # fmt: skip
+    out.mkdir()
+    (out / "fig1_resnet20_ann_linear_seed0.png").write_bytes(b"")  # an earlier report's, its checkpoint gone
     assert reporting.main(["--records", str(records), "--out", str(out), "--runs", str(tmp_path)]) == 0
     table = (out / "table.md").read_text()
     # SLAC-ANN - ANN: differences 0.5, 0.3, 0.4 (mean 0.4, sd 0.1): paired CI 0.4 -+ 4.303 * 0.1 / sqrt(3)
@@ -157,24 +159,27 @@ def test_the_report_from_fabricated_records(tmp_path, capsys):
     assert "| SLAC-ANN | weights | 3 | 0 | heavy tails supported (Laplace in every seed) |" in figure
     assert "| ANN | features | 0 | 3 | heavy tails contradicted (Gaussian in every seed) |" in figure
     assert "in 3 of 3 seed pairs: supported as a mechanism" in (out / "skewness.md").read_text()
-    assert "- resnet20_ann_slac: not drawn (no finished run's checkpoint" in figure  # no runs/ here
+    assert "- SLAC-ANN: not drawn (no finished run's checkpoint" in figure  # no runs/ here
+    assert "- ANN: `fig1_resnet20_ann_linear_seed0.png`, drawn by an earlier report (no finished" in figure
     assert "Test CPU (avx2; 2 threads)" in (out / "cost.md").read_text()
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "pilot_curves.png").is_file()
     assert reporting.main(["--records", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 
 def test_the_histograms_come_from_the_lowest_finished_seed_with_a_checkpoint(tmp_path):
+    from slac.analysis.report import experiments
+
     runs, records = tmp_path / "runs", tmp_path / "records"
-    for seed in (1, 4, 12):
+    finished = [_fabricate(records, "main", "slac", "ann", seed, 91.0, 91.0, 2) for seed in (12, 4)]
+    for seed in (1, 4, 12):  # seed 1 has a checkpoint but no records: interrupted, not the final model
         (runs / f"resnet20_ann_slac_seed{seed}" / "checkpoints").mkdir(parents=True)
         (runs / f"resnet20_ann_slac_seed{seed}" / "checkpoints" / "last.pt").write_bytes(b"")
-    for seed in (4, 12):  # seed 1 has a checkpoint but no records: interrupted, not the final model
-        (records / f"resnet20_ann_slac_seed{seed}").mkdir(parents=True)
-        (records / f"resnet20_ann_slac_seed{seed}" / "summary.json").write_text("{}")
-    (runs / "resnet20_ann_slac_seedx" / "checkpoints").mkdir(parents=True)
-    (runs / "resnet20_ann_slac_seedx" / "checkpoints" / "last.pt").write_bytes(b"")
-    assert reporting.histogram_run(runs, records, "resnet20_ann_slac") == "resnet20_ann_slac_seed4"
-    assert reporting.histogram_run(runs, records, "resnet20_ann_linear") is None
+    (slac,), _ = experiments(finished)
+    assert reporting.histogram_run(slac, runs).path.name == "resnet20_ann_slac_seed4"  # 4 before 12
+    (runs / "resnet20_ann_slac_seed4" / "checkpoints" / "last.pt").unlink()
+    assert reporting.histogram_run(slac, runs).path.name == "resnet20_ann_slac_seed12"
+    (runs / "resnet20_ann_slac_seed12" / "checkpoints" / "last.pt").unlink()
+    assert reporting.histogram_run(slac, runs) is None
 
 
 def test_the_report_qualifies_short_convergence_failed_runs_and_missing_analyses(tmp_path):
