@@ -184,7 +184,9 @@ def histograms(main: list, main_runs: Path, out: Path) -> str:
         earlier = sorted(path.name for path in out.glob(f"fig1_{stem}_seed*.png"))
         run = histogram_run(e, main_runs)
         if run is None:
-            missing = f"no finished run's checkpoint under {main_runs}"
+            # the committed doc names the repository's folder, not this machine's path to it
+            shown = main_runs.relative_to(ROOT) if main_runs.is_relative_to(ROOT) else main_runs
+            missing = f"no finished run's checkpoint under {shown}"
             kept = f"`{earlier[0]}`, drawn by an earlier report ({missing} now)" if earlier else None
             drawn.append(f"- {e.method}: {kept or f'not drawn ({missing})'}")
             continue
