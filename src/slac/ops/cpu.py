@@ -14,11 +14,11 @@ weight rows then runs over the whole reduction with its P * Q accumulators in ve
     grad weight  dW[o, c, i, j] = (G . Xcols)[o, c, i, j] - W[o, c, i, j] * sum_{b,p} G[b, o, p]
 
 with k = (i, j, c) and HT(z) = clamp(z, -1, 1). The rewritten forms take 2 and 3 vector instructions
-per pair (min, add; max, min, FMA) instead of 3 and 4 (``slac bench asm`` shows the hot loops). Both
+per pair (min, add; max, min, FMA) instead of 3 and 4 (``python -m tools.asm`` shows the hot loops). Both
 cancel when inputs and weights share a large offset (min(x, w), x and w all near 20 while the result is
 near 1), so every channel c is shifted first: x - s_c and w - s_c with s_c the mean of that channel's
 weights, which leaves |x - w| and HT(w - x) unchanged and makes the summed terms about as small as the
-differences (the comment at ``FORMS`` gives the error bound and what was measured).
+differences (the comment at ``FORMS`` gives the error bound and how it is tested).
 Inputs or weights that are not finite take the direct forms, which propagate inf and NaN the way the
 reference does in the forward (min(x, w) with x = -inf would give -inf - -inf = NaN).
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -42,12 +43,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slac.ops import _cpu_kernels as kernels
-from slac.ops.cpu_codegen import GENERATED_TILES, VECTOR_BITS, forward_name, grad_input_name
+from slac.ops.cpu_codegen import (
+    GENERATED_TILES,
+    KINDS,
+    VECTOR_BITS,
+    ForwardArguments,
+    GradInputArguments,
+    forward_name,
+    grad_input_name,
+)
 from slac.ops.geometry import output_size
 
 __all__ = [
     "FORMS",
     "TILES",
+    "KernelCall",
     "adder2d_forward",
     "adder2d_grad_input",
     "adder2d_grad_weight",
@@ -62,10 +72,11 @@ __all__ = [
 # |fl(sum) - sum| <= K eps sum_k |x_k - w_k| (1 + O(eps)); the rewritten forms sum min(x', w'), x' and w'
 # (x' = x - s, w' = w - s), so theirs is about K eps sum_k (|x'_k| + |w'_k|) plus eps (|x| + |s|) per term
 # from the shift, of the size of the direct form's when |x'| and |w'| are of the size of |x - w|: what the
-# shift by the weights' mean makes so when inputs and weights share an offset. Measured (tests/
-# test_adder_cpu.py, offsets 10 and 20 on ResNet-20 shapes, against float64): with the shift at most 3.2x
-# the direct forms' error, without it up to 8x (forward) and 37x (input gradient); both within the
-# reference's test tolerances.
+# shift by the weights' mean makes so when inputs and weights share an offset. tests/test_adder_cpu.py holds
+# the rewritten forms within the reference's tolerances and within a small multiple of the direct forms'
+# error against float64 on shared offsets of 10 and 20 (ResNet-20 shapes), and shows that without the shift
+# they miss that bound (the ratios measured: BENCHMARKS.md, "Figures behind design choices in the CPU
+# kernels").
 # The clamp form has one more cancellation: its terms are of the size of |x'| where the direct form's are at
 # most 1 (HT clips), so its error grows like eps |x'| sum |g| when inputs sit far from the weights (inputs
 # of 100, weights near 0), shared offset or not. A group whose max |x'| exceeds _CLAMP_LIMIT takes the
@@ -78,7 +89,7 @@ _CLAMP_LIMIT = 16.0
 # 4 x 4 accumulators plus 8 operands; the clamp gradient's 2 x 4 accumulators plus 16 clamp bounds and 6
 # operands; both with 512-bit vectors (numba_extras). AVX2 (16 registers): 3 x 3 and 2 x 2, the largest
 # without spills (4 x 4, 2 x 4 and 3 x 4 spill; 3 x 4 is no longer generated). Chosen from `slac bench
-# adder` (timing) and `slac bench asm`.
+# adder` (timing) and `python -m tools.asm`.
 TILES = {
     32: {"forward": (4, 4, 512), "grad_input": (2, 4, 512)},
     16: {"forward": (3, 3, 256), "grad_input": (2, 2, 256)},
@@ -142,7 +153,9 @@ def _scalars(t: Tensor):
 
 def _finite(*tensors: Tensor) -> bool:
     """False when any element is inf or NaN (then the sum is), and also when a sum overflows (rare; the
-    direct forms are exact there too). A sum is 15x faster than isfinite().all() on a 4 MiB input."""
+    direct forms are exact there too). A sum is one pass over the tensor, where isfinite() is several
+    (abs, two comparisons and their product, each into a temporary) before all() (BENCHMARKS.md, "Figures
+    behind design choices in the CPU kernels")."""
     return all(bool(torch.isfinite(t.sum())) for t in tensors)
 
 
@@ -182,17 +195,26 @@ def adder2d_forward(
     return _run(*forward_calls(input, weight, stride, padding, dilation, groups, form))
 
 
-def _run(result: Tensor, calls) -> Tensor:
-    """Runs each (kernel name, ``_threads`` arguments) of ``forward_calls`` / ``grad_input_calls``."""
-    for name, args in calls:
-        getattr(kernels, name + "_threads")(*args)
+class KernelCall(NamedTuple):
+    """One call of a generated kernel (``slac.ops.cpu_codegen``): its name and its ``_threads`` arguments."""
+
+    name: str
+    arguments: ForwardArguments | GradInputArguments
+
+    def run(self) -> None:
+        getattr(kernels, self.name + "_threads")(*self.arguments)  # numba sees the values, positional
+
+
+def _run(result: Tensor, calls: list[KernelCall]) -> Tensor:
+    for call in calls:
+        call.run()
     return result
 
 
 def forward_calls(
     input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
-):
-    """The output (not yet computed) and, per group, the kernel's name and its ``_threads`` arguments."""
+) -> tuple[Tensor, list[KernelCall]]:
+    """The output (not yet computed) and, per group, the call of the kernel that computes it."""
     input, weight = input.detach(), weight.detach()
     if form is None:
         form = "min" if _finite(input, weight) else "abs"
@@ -220,8 +242,12 @@ def forward_calls(
         wsum = _np(packed.sum(1))
         out_g = _np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo))
         total = b * ho * wo
-        calls.append((name, (xrow, wp, wsum, out_g, total, _chunk(total, block), xpad.shape[2], ho, wo,
-                             *stride, *dilation, kh, kw, zero, two, block)))  # fmt: skip
+        arguments = ForwardArguments(
+            xpad=xrow, wp=wp, wsum=wsum, out=out_g, total=total, chunk=_chunk(total, block),
+            wpix=xpad.shape[2], ho=ho, wo=wo, sh=stride[0], sw=stride[1], dh=dilation[0], dw=dilation[1],
+            kh=kh, kw=kw, zero=zero, two=two, block=block,
+        )  # fmt: skip
+        calls.append(KernelCall(name, arguments))
     return out, calls
 
 
@@ -267,8 +293,8 @@ def grad_input_calls(
     dilation,
     groups: int,
     form: str | None = None,
-):
-    """The input gradient (not yet computed) and, per group, the kernel's name and ``_threads`` arguments."""
+) -> tuple[Tensor, list[KernelCall]]:
+    """The input gradient (not yet computed) and, per group, the call of the kernel that computes it."""
     grad, input, weight = grad.detach(), input.detach(), weight.detach()
     automatic = form is None
     if automatic:
@@ -296,22 +322,22 @@ def grad_input_calls(
             # HT(w' - x') = HT(w - x), so the shifted operands serve the direct form as they are
         name = grad_input_name(group_form, p, q, bits)
         xcl_np, dxg, wall_np = _np(xcl), _np(dx[:, g * cg : (g + 1) * cg]), _np(wall)
-        calls.append((name, (gcl, xcl_np, wall_np, woff, b * height, _chunk(b * height, 1), *stride, *padding,
-                             *dilation, kh, kw, zero, one, dxg, block, max(largest, 1))))  # fmt: skip
+        arguments = GradInputArguments(
+            gcl=gcl, xcl=xcl_np, wall=wall_np, woff=woff, total=b * height, chunk=_chunk(b * height, 1),
+            sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
+            kh=kh, kw=kw, zero=zero, one=one, dx=dxg, block=block, rmax=max(largest, 1),
+        )  # fmt: skip
+        calls.append(KernelCall(name, arguments))
     return dx, calls
 
 
-def single_thread_arguments(name: str, args: tuple) -> tuple:
+def single_thread_arguments(arguments: ForwardArguments | GradInputArguments) -> tuple:
     """A ``_threads`` call's arguments turned into the kernel's own for the whole range, with scratch (what
-    each thread allocates), so that the kernel can be compiled and run by itself (``slac bench asm``)."""
-    if name.startswith("_forward"):
-        (xrow, wp, wsum, out, total, _, *rest), block = args[:-1], args[-1]
-        scratch = (np.empty((block, wp.shape[1]), wp.dtype), np.empty(block, wp.dtype),
-                   np.empty((block, 2), np.int64))  # fmt: skip
-        return (xrow, wp, wsum, out, 0, total, *rest, *scratch)
-    (gcl, xcl, wall, woff, total, _, *rest), block, rmax = args[:-2], args[-2], args[-1]
-    scratch = np.empty((block, rmax), wall.dtype), np.empty(block, wall.dtype), np.empty(block, np.int64)
-    return (gcl, xcl, wall, woff, 0, total, *rest, *scratch)
+    each thread allocates), so that the kernel can be compiled and run by itself (``python -m tools.asm``)."""
+    kind = KINDS[type(arguments)]
+    values = {**arguments._asdict(), "start": 0, "stop": arguments.total}
+    values |= {scratch.name: scratch.allocate(values) for scratch in kind.scratch}
+    return tuple(values[name] for name in kind.kernel_parameters)
 
 
 def adder2d_grad_weight(

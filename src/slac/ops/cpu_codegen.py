@@ -7,11 +7,13 @@ of the packed weights (channels), ``P * Q`` scalar accumulators, the reduction c
 Writing ``P * Q`` accumulators by hand is what this generator does; the tiles are chosen per instruction
 set (``slac.ops.cpu.TILES``), each in a 256-bit and a 512-bit variant (the latter asks LLVM for zmm
 registers, ``slac.ops.numba_extras``), and each kernel has a ``_threads`` twin that runs it over the
-threads. Why LLVM keeps the accumulators in registers here and not in the more natural layout (output
-channels vectorized, broadcast inputs, no horizontal sums): written that way, the loop vectorizer
-vectorizes the reduction with gathers and the SLP vectorizer spills; ``slac bench asm`` shows what the
-loops below compile to. The generated file is committed (numba caches compiled code next to it) and a
-test checks that it is what this generator writes:
+threads. Their arguments are named once per kind of kernel (``KernelKind``: ``FORWARD``, ``GRAD_INPUT``):
+both parameter lists are written from those names and ``slac.ops.cpu`` fills them by name. Why LLVM
+keeps the accumulators in registers here and not in the more natural layout (output channels vectorized,
+broadcast inputs, no horizontal sums): written that way, the loop vectorizer vectorizes the reduction
+with gathers and the SLP vectorizer spills; ``python -m tools.asm`` shows what the loops below compile to.
+The generated file is committed (numba caches compiled code next to it) and a test checks that it is what
+this generator writes:
 
     python -m slac.ops.cpu_codegen            # rewrite src/slac/ops/_cpu_kernels.py
 
@@ -29,9 +31,13 @@ of R = taps * O, times Q input channels:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import sys
+from typing import NamedTuple
+
+import numpy as np
 
 FORWARD_FORMS = ("min", "abs")
 GRAD_INPUT_FORMS = ("clamp", "direct")
@@ -51,6 +57,134 @@ from slac.ops.numba_extras import prefer_512_bit_vectors
 # reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 '''
+
+
+class ForwardArguments(NamedTuple):
+    """A forward kernel's ``_threads`` arguments, in order: the generator writes both signatures from these
+    fields (``KernelKind``) and ``slac.ops.cpu`` fills them by name. One group of one layer."""
+
+    xpad: np.ndarray  # (B, Hp, Wp * C): padded channels-last input less the shift, each row flattened
+    wp: np.ndarray  # (Opad, Kpad): packed weights less the shift, rows (i, j, c)
+    wsum: np.ndarray  # (Opad,): their row sums
+    out: np.ndarray  # (B, O, Ho * Wo): the output
+    total: int  # output pixels B * Ho * Wo: the range [0, total) the threads split
+    chunk: int  # output pixels per thread
+    wpix: int  # Wp, the padded input's width
+    ho: int
+    wo: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    kh: int
+    kw: int
+    zero: np.floating  # 0 and 2 in the input's dtype
+    two: np.floating
+    block: int  # output pixels packed at a time, a multiple of P: the scratch's rows
+
+
+class GradInputArguments(NamedTuple):
+    """An input gradient kernel's ``_threads`` arguments, in order (as ``ForwardArguments``)."""
+
+    gcl: np.ndarray  # (B, Ho, Wo, O): channels-last upstream gradient
+    xcl: np.ndarray  # (B, H, W, Cpad): channels-last input less the shift, zero past C
+    wall: np.ndarray  # (Cpad, R_total): weights less the shift, packed per residue class of the stride
+    woff: np.ndarray  # (sh * sw,) int64: each class's first column in wall
+    total: int  # image rows B * H: the range [0, total) the threads split
+    chunk: int  # image rows per thread
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    kh: int
+    kw: int
+    zero: np.floating  # 0 and 1 in the input's dtype
+    one: np.floating
+    dx: np.ndarray  # (B, C, H, W): the input gradient
+    block: int  # input pixels packed at a time, a multiple of P: the scratch's rows
+    rmax: int  # columns of the largest residue class: the scratch's width
+
+
+class Scratch(NamedTuple):
+    """An array each thread allocates for its kernel call, ``np.empty(shape, dtype)``: each extent a number,
+    an integer argument's name or (array argument, axis) for that array's extent; the dtype that of the
+    array argument ``like`` (None: int64)."""
+
+    name: str
+    shape: tuple[int | str | tuple[str, int], ...]
+    like: str | None = None
+
+    def source(self) -> str:
+        """The line of the ``_threads`` wrapper that allocates it."""
+        extents = [f"{e[0]}.shape[{e[1]}]" if isinstance(e, tuple) else str(e) for e in self.shape]
+        shape = extents[0] if len(extents) == 1 else f"({', '.join(extents)})"
+        dtype = f"{self.like}.dtype" if self.like else "np.int64"
+        return f"{self.name} = np.empty({shape}, {dtype})"
+
+    def allocate(self, values: dict) -> np.ndarray:
+        """The same array, from the arguments' values by name."""
+
+        def extent(e):
+            if isinstance(e, tuple):
+                return values[e[0]].shape[e[1]]
+            return values[e] if isinstance(e, str) else e
+
+        return np.empty([extent(e) for e in self.shape], values[self.like].dtype if self.like else np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelKind:
+    """One kind of kernel's arguments. The ``_threads`` wrapper takes ``arguments`` (a NamedTuple) in order
+    and runs the kernel over [0, total) in chunks, one per thread. The kernel itself takes the same
+    arguments with the range [0, total) in chunks replaced by its own [start, stop) and the last ones,
+    which only size the scratch, replaced by the scratch arrays. numba sees only positional arrays and
+    scalars: the names exist here, for the generator and the callers."""
+
+    name: str  # "forward" or "grad_input"
+    arguments: type[ForwardArguments] | type[GradInputArguments]
+    scratch: tuple[Scratch, ...]
+
+    def __post_init__(self):
+        fields = self.arguments._fields
+        assert fields[len(fields) - len(self.sizes) :] == self.sizes, (self.name, self.sizes)
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The arguments the scratch's extents name: the last ones of ``arguments``."""
+        named = [e for s in self.scratch for e in s.shape if isinstance(e, str)]
+        return tuple(dict.fromkeys(named))
+
+    @property
+    def kernel_parameters(self) -> tuple[str, ...]:
+        """The kernel's own parameters, in order."""
+        fields = self.arguments._fields
+        renamed = [
+            {"total": "start", "chunk": "stop"}.get(f, f) for f in fields[: len(fields) - len(self.sizes)]
+        ]
+        return (*renamed, *(s.name for s in self.scratch))
+
+
+FORWARD = KernelKind(
+    "forward",
+    ForwardArguments,
+    (
+        Scratch("xb", ("block", ("wp", 1)), "wp"),
+        Scratch("sxb", ("block",), "wp"),
+        Scratch("pix", ("block", 2)),
+    ),
+)
+GRAD_INPUT = KernelKind(
+    "grad_input",
+    GradInputArguments,
+    (
+        Scratch("gb", ("block", "rmax"), "wall"),
+        Scratch("sgb", ("block",), "wall"),
+        Scratch("wcol", ("block",)),
+    ),
+)
+KINDS = {kind.arguments: kind for kind in (FORWARD, GRAD_INPUT)}  # by the type of a call's arguments
 
 
 def forward_name(form: str, p: int, q: int, bits: int) -> str:
@@ -84,7 +218,7 @@ def _forward(form: str, P: int, Q: int, bits: int) -> str:
     return f"""
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def {forward_name(form, P, Q, bits)}(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix):  # pragma: no cover - compiled
+def {forward_name(form, P, Q, bits)}({", ".join(FORWARD.kernel_parameters)}):  # pragma: no cover - compiled
     # xpad (B, Hp, Wp * C): padded channels-last input, each row flattened; wp (Opad, Kpad): packed weights,
     # rows (i, j, c) in the order of the packed input; wsum (Opad,): their row sums; out (B, O, Ho * Wo).
     # Output pixels n in [start, stop) of the flattened (B, Ho, Wo), in blocks of xb.shape[0] (a multiple
@@ -160,7 +294,7 @@ def _grad_input(form: str, P: int, Q: int, bits: int) -> str:
     return f"""
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def {grad_input_name(form, P, Q, bits)}(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol):  # pragma: no cover - compiled
+def {grad_input_name(form, P, Q, bits)}({", ".join(GRAD_INPUT.kernel_parameters)}):  # pragma: no cover - compiled
     # gcl (B, Ho, Wo, O): channels-last upstream gradient; xcl (B, H, W, Cpad): channels-last input less the
     # per-channel offset (zero past C); wall (Cpad, R_total): weights less the same offset, packed per
     # residue class (a, b) = ((h + ph) % sh, (w + pw) % sw) at columns woff[a * sw + b] onwards, taps (i, j)
@@ -225,27 +359,15 @@ def {grad_input_name(form, P, Q, bits)}(gcl, xcl, wall, woff, start, stop, sh, s
 """
 
 
-def _threads(kernel: str, forward: bool) -> str:
+def _threads(kernel: str, kind: KernelKind) -> str:
     """``<kernel>_threads``: the kernel over [0, total) in chunks, one per numba thread (prange), each with
     its own scratch. numba's OpenMP layer shares the OpenMP runtime torch loaded, so these threads are the
     ones torch's own operators use, not a second team competing for the same cores with torch's spinning
-    workers (Python threads measured 1.7x slower for that reason)."""
-    if forward:
-        params = "xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block"
-        scratch = ("xb = np.empty((block, wp.shape[1]), wp.dtype)", "sxb = np.empty(block, wp.dtype)",
-                   "pix = np.empty((block, 2), np.int64)")  # fmt: skip
-        call = (
-            "xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix"
-        )
-    else:
-        params = (
-            "gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax"
-        )
-        scratch = ("gb = np.empty((block, rmax), wall.dtype)", "sgb = np.empty(block, wall.dtype)",
-                   "wcol = np.empty(block, np.int64)")  # fmt: skip
-        call = (
-            "gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol"
-        )
+    workers (Python threads were slower for that reason: BENCHMARKS.md, "Figures behind design choices in
+    the CPU kernels")."""
+    params = ", ".join(kind.arguments._fields)
+    scratch = [s.source() for s in kind.scratch]
+    call = ", ".join(kind.kernel_parameters)
     body = "\n".join("        " + line for line in scratch)
     return f"""
 
@@ -267,9 +389,12 @@ def source() -> str:
     for p, q in GENERATED_TILES:
         for bits in VECTOR_BITS:
             for form in FORWARD_FORMS:
-                parts += [_forward(form, p, q, bits), _threads(forward_name(form, p, q, bits), True)]
+                parts += [_forward(form, p, q, bits), _threads(forward_name(form, p, q, bits), FORWARD)]
             for form in GRAD_INPUT_FORMS:
-                parts += [_grad_input(form, p, q, bits), _threads(grad_input_name(form, p, q, bits), False)]
+                parts += [
+                    _grad_input(form, p, q, bits),
+                    _threads(grad_input_name(form, p, q, bits), GRAD_INPUT),
+                ]
     return "".join(parts)
 
 
