@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 # Two pytest workers share the cores, each with its own OpenMP team (torch's, which numba's kernels join):
-# GNU OpenMP's default spin-waiting makes one worker's idle threads take the other's core. Passive
-# waiting halved the wall time of the training tests (tests/train, 39 s -> 20 s on 2 cores).
+# GNU OpenMP's default spin-waiting makes one worker's idle threads take the other's core; passive waiting
+# gives it back (BENCHMARKS.md, "Figures behind design choices in the GPU kernels and distributed training").
 test: setup
 	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
@@ -46,12 +46,12 @@ bench: setup
 	$(BIN)/slac bench adder
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts tools
+	$(BIN)/ruff format --check src tests benchmarks scripts tools
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks scripts
-	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts tools
+	$(BIN)/ruff check --fix src tests benchmarks scripts tools
 
 # Re-resolve the dev environment from pyproject.toml's ranges (newest releases the registries hold) in a
 # fresh virtual environment, and write its exact versions to $(CONSTRAINTS). Review the diff, run

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tools/ (the study runner) lives beside the library, not in it
 RECIPES = ROOT / "configs" / "fashion-mnist"
 RUNS = ROOT / "runs" / "fashion-resnet20"
 RECORDS = ROOT / "docs" / "reproduction" / "records" / "fashion-resnet20"
@@ -83,7 +84,7 @@ def study_epochs(study, records: Path = RECORDS, save: bool = True) -> int | Non
 
 
 def plan(epochs: int | None, phases: list[str]) -> list:
-    from slac.train.study import PlannedRun
+    from tools.study import PlannedRun
 
     runs = []
 
@@ -163,9 +164,9 @@ def main(argv: list[str]) -> int:
     import slac.analysis.runs  # the analysis code is loaded now, with the training code
     import slac.analysis.tails  # noqa: F401
     from slac.train import TrainingInterrupted
-    from slac.train.study import Study
+    from tools.study import Study
 
-    study = Study(RUNS, RECORDS, analyze=analyze, commit=args.commit)
+    study = Study(RUNS, RECORDS, analyze=analyze, commit=args.commit, root=ROOT)
     epochs = study_epochs(study, save=not args.plan)
     print(f"study epochs: {epochs if epochs is not None else 'not fixed yet (the pilot has not finished)'}")
     if args.plan:

@@ -7,7 +7,7 @@
 set -uo pipefail
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=src:.${PYTHONPATH:+:$PYTHONPATH}  # the library, and tools/ beside it
 unset TRITON_INTERPRET
 python=${PYTHON:-python}
 
@@ -22,7 +22,7 @@ $python -m pytest tests/test_adder_triton.py -q -p no:cacheprovider 2>&1 | tee "
 # the launch without the autotuner (SLAC_TRITON_AUTOTUNE=0 is read at import: a process of its own)
 SLAC_TRITON_AUTOTUNE=0 $python -m pytest tests/test_adder_triton.py -q -p no:cacheprovider \
     -k "matches_reference or half or large" 2>&1 | tee "$OUT/tests-no-autotune.txt" | tail -3 || status=1
-$python -m slac.cli bench sass --first 2>&1 | tee "$OUT/sass.txt" | tail -8 || status=1
+$python -m tools.sass --first 2>&1 | tee "$OUT/sass.txt" | tail -8 || status=1
 $python -m slac.cli bench adder --device cuda --repeats 5 \
     --methods official triton conv2d conv2d-tf32 conv2d-bf16 --json "$OUT/adder.json" 2>&1 \
     | tee "$OUT/adder.txt" | tail -30 || status=1

@@ -121,7 +121,7 @@ def test_cpu_kernels_are_compiled_for_the_target_instruction_set():
     import subprocess
     import sys
 
-    from slac.bench import asm
+    from tools import asm
 
     name, code = asm.compile_kernel("forward", "min")
     report = asm.analyse(name, "float32", code)

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import assert_close
 from slac import functional
-from slac.cli import main
 from slac.errors import DeviceError
 from slac.ops import available_backends
 
@@ -288,8 +288,9 @@ def _sass_reports(*args):
     # the interpreter accepts programs that the GPU compiler rejects. Compiling needs a process without
     # TRITON_INTERPRET (which this one has set for the tests above)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    command = [sys.executable, "-m", "slac.cli", "bench", "sass", "--json", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "tools.sass", "--json", *args]
+    root = Path(__file__).resolve().parents[1]  # tools/ lives beside the library
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -315,9 +316,9 @@ def test_triton_kernels_compile_for_sm90_without_spilling_in_the_hot_loop(dtype)
         assert r["barriers_per_1k"] * arithmetic_per_channel / 1000 <= 1, r
 
 
-def test_bench_sass_refuses_interpreted_kernels_and_bad_arguments():
-    from slac.bench import sass
+def test_sass_tool_refuses_interpreted_kernels_and_bad_arguments():
     from slac.ops import triton_kernels
+    from tools import sass
 
     layer = sass.RESNET20_CIFAR_SHAPES[0]
     with pytest.raises(ValueError, match="unknown kernel"):
@@ -325,7 +326,7 @@ def test_bench_sass_refuses_interpreted_kernels_and_bad_arguments():
     with pytest.raises(ValueError, match="dtype is one of"):
         sass.kernel_call("forward", layer, 8, "int8")
     with pytest.raises(SystemExit, match="layers 0-6, not 9"):
-        main(["bench", "sass", "--shapes", "resnet20", "--layers", "9"])
+        sass.cli(["--shapes", "resnet20", "--layers", "9"])
     if not triton_kernels.INTERPRET:
         pytest.skip("the kernels were loaded for a GPU here")
     with pytest.raises(DeviceError, match="without TRITON_INTERPRET"):
@@ -362,6 +363,7 @@ def test_triton_configs_fit_the_layer_and_the_dtype():
 
 def test_triton_blocks_are_checked():
     from slac.ops.triton_kernels import FLOAT64_BLOCK, FORWARD_SPACE, GRAD_INPUT_SPACE, Block
+    from tools import sass
 
     for block in [*FORWARD_SPACE, *GRAD_INPUT_SPACE, FLOAT64_BLOCK]:
         assert block.check() is block
@@ -371,7 +373,7 @@ def test_triton_blocks_are_checked():
         with pytest.raises(ValueError, match="power of two"):
             Block(*bad).check()
     with pytest.raises(SystemExit, match="--config"):
-        main(["bench", "sass", "--kernel", "forward", "--config", "128", "64", "4", "2", "8", "4"])
+        sass.cli(["--kernel", "forward", "--config", "128", "64", "4", "2", "8", "4"])
 
 
 def test_triton_refuses_grids_beyond_cuda_limits():

@@ -234,7 +234,7 @@ def test_an_epoch_cost_without_its_evaluation_time_is_refused(tmp_path):
 
 
 def test_the_time_left_uses_each_arms_kept_epochs(tmp_path):
-    from slac.train.study import Study
+    from tools.study import Study
 
     records = tmp_path / "records"
     (records).mkdir()

@@ -10,10 +10,10 @@ per accumulator step, which is the instructions per pair-vector: 2 for the forwa
 3 for its absolute form (subtract, AND, add) and for the gradient's clamp form (max, min, FMA), 4 for the
 gradient's direct form. These are no timing: `slac bench adder` times the kernels.
 
-    slac bench asm                                   # the kernels the backend picks here, float32
-    slac bench asm --all --dtype float64             # every form
-    NUMBA_CPU_NAME=znver1 NUMBA_CPU_FEATURES="" slac bench asm    # as compiled for AMD Zen 1 (AVX2)
-    slac bench asm --dump forward.s                  # the whole assembly of the (last) kernel
+    python -m tools.asm                              # the kernels the backend picks here, float32
+    python -m tools.asm --all --dtype float64        # every form
+    NUMBA_CPU_NAME=znver1 NUMBA_CPU_FEATURES="" python -m tools.asm    # as compiled for AMD Zen 1 (AVX2)
+    python -m tools.asm --dump forward.s             # the whole assembly of the (last) kernel
 """
 
 from __future__ import annotations
@@ -147,12 +147,12 @@ def compile_kernel(kind: str, form: str, dtype: torch.dtype = torch.float32) -> 
         _, calls = cpu.forward_calls(x, w, *conv, form=form)
     else:
         _, calls = cpu.grad_input_calls(torch.randn_like(x), x, w, *conv, form=form)
-    name, args = calls[0]
-    jitted = getattr(_cpu_kernels, name)
+    call = calls[0]
+    jitted = getattr(_cpu_kernels, call.name)
     options = {k: v for k, v in jitted.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = numba.njit(**options)(jitted.py_func)
-    fresh(*cpu.single_thread_arguments(name, args))
-    return name, "".join(fresh.inspect_asm().values())
+    fresh(*cpu.single_thread_arguments(call.arguments))
+    return call.name, "".join(fresh.inspect_asm().values())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,3 +198,9 @@ def main(args: argparse.Namespace) -> int:
                 [{k: v for k, v in dataclasses.asdict(r).items() if k != "asm"} for r in reports], f, indent=1
             )
     return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tools.asm", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

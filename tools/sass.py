@@ -12,8 +12,8 @@ and their float64 forms), and barriers, shared-memory and global loads per 1000 
 These are no timing, but they expose spills, layout conversions and index arithmetic, which is how the
 autotuning spaces were chosen without a GPU at hand.
 
-    slac bench sass                                # two layers, every config that fits them
-    slac bench sass --shapes resnet18 --layers 0 --kernel forward --config 128 64 4 2 8 8 --dump fwd.sass
+    python -m tools.sass                           # two layers, every config that fits them
+    python -m tools.sass --shapes resnet18 --layers 0 --kernel forward --config 128 64 4 2 8 8 --dump fwd.sass
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _layers(args: argparse.Namespace) -> list[tuple[LayerShape, int]]:
     if args.batch is not None and args.batch < 1:
-        raise SystemExit(f"slac bench sass: --batch must be positive, got {args.batch}")
+        raise SystemExit(f"tools.sass: --batch must be positive, got {args.batch}")
     if args.shapes is None and args.layers is None:
         chosen = [(SHAPE_SETS[name][0][i], batch) for name, i, batch in DEFAULT_LAYERS]
     else:
@@ -249,7 +249,7 @@ def _layers(args: argparse.Namespace) -> list[tuple[LayerShape, int]]:
             shapes, batch = SHAPE_SETS[name]
             for i in args.layers or [2]:
                 if not 0 <= i < len(shapes):
-                    raise SystemExit(f"slac bench sass: {name} has layers 0-{len(shapes) - 1}, not {i}")
+                    raise SystemExit(f"tools.sass: {name} has layers 0-{len(shapes) - 1}, not {i}")
                 chosen.append((shapes[i], batch))
     return [(layer, args.batch or batch) for layer, batch in chosen]
 
@@ -258,12 +258,12 @@ def main(args: argparse.Namespace) -> int:
     from slac.ops import triton_kernels
 
     if args.capability < 1:
-        raise SystemExit(f"slac bench sass: --capability must be positive, got {args.capability}")
+        raise SystemExit(f"tools.sass: --capability must be positive, got {args.capability}")
     layers = _layers(args)
     try:  # the spaces' blocks are checked where they are defined; the command line's here, once
         chosen = [triton_kernels.Block(*c).check() for c in args.config or []]
     except ValueError as e:
-        raise SystemExit(f"slac bench sass: --config: {e}") from None
+        raise SystemExit(f"tools.sass: --config: {e}") from None
     if not args.json:
         print(f"Triton kernels compiled for sm_{args.capability}, {args.dtype} inputs, specialised as at "
               f"run time\n")  # fmt: skip
@@ -290,3 +290,20 @@ def main(args: argparse.Namespace) -> int:
         with open(args.dump, "w") as f:
             f.write(report.sass)
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m tools.sass [argv]``: user errors print one line and exit with status 2."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tools.sass", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return main(parser.parse_args(argv))
+    except (ConfigError, DeviceError, MissingDependencyError) as error:
+        print(f"tools.sass: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

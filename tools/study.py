@@ -2,18 +2,22 @@
 records are already kept, resumed from its checkpoint when it was interrupted, and its small records
 copied to a results folder (meant for git) as soon as it finishes.
 
-    from slac.train.study import PlannedRun, Study
+    from tools.study import PlannedRun, Study      # run from the repository's root (python -m ..., pytest)
     study = Study("runs/my-study", "docs/records/my-study")
     plan = [PlannedRun("main", "ann_seed0", "configs/x.yaml", seed=0, overrides={"epochs": 6})]
     study.status(plan)      # [("main/ann_seed0", "new" | "partial (3 of 6 epochs done)" | "done" | ...)]
     with study.lock():      # one study process per runs_dir
         study.execute(plan[0])  # trains (or resumes), then copies the records
 
-A run lives in ``runs_dir/<phase>/<name>/`` (config, metrics, summary, checkpoints; never committed); its
-records in ``records_dir/<phase>/<name>/``:
+A run lives in ``runs_dir/<phase>/<name>/`` (the run directory ``slac train`` writes: config, metrics,
+summary, checkpoints; never committed), the processes that trained it in
+``runs_dir/<phase>/<name>.machine.json`` beside it (a run directory holds only what ``slac train`` writes);
+its records in
+``records_dir/<phase>/<name>/``:
 
-    config.yaml, metrics.csv, summary.json   as ``slac train`` wrote them (summary.json copied last: it
-                                             marks the records complete)
+    config.yaml, metrics.csv, summary.json   as ``slac train`` wrote them, with paths relative to the
+                                             repository (``root``) instead of this machine's; summary.json
+                                             copied last: it marks the records complete
     machine.json                             one entry per process that trained it: CPU, software, the
                                              code's git commit, epochs covered, wall-clock seconds, how it
                                              ended ("finished", "interrupted", "failed", or null: the
@@ -26,6 +30,9 @@ A run is *done* when its records hold a summary.json of the planned number of ep
 Interrupted runs keep their checkpoint; the next ``execute`` resumes from ``checkpoints/last.pt`` (inside
 an epoch when the stop came mid-epoch, see ``Trainer``) if it is of the planned recipe, seed included.
 A run directory without a usable checkpoint is started again (its machine.json entries are kept).
+
+This is experiment orchestration beside the library, not part of it (it is not in the wheel): the study
+scripts under scripts/ use it.
 
 Signals: SIGTERM/SIGINT during training write a checkpoint and stop (``TrainingInterrupted``); during the
 last step, the evaluation or the copying of records, the run is finished and kept first, then the same
@@ -51,8 +58,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from slac.errors import CheckpointError, ConfigError, DivergenceError
-from slac.train.records import write_json_atomic
+from slac.train.records import write_json_atomic, write_text_atomic
 
 __all__ = ["RECORD_FILES", "PlannedRun", "Study", "code_version", "cpu_model", "loaded_code", "machine_entry"]
 
@@ -97,7 +106,7 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-CODE_PATHS = ("src", "scripts", "configs")  # what a run's result depends on, in the checkout
+CODE_PATHS = ("src", "scripts", "configs", "tools")  # what a run's result depends on, in the checkout
 
 
 def code_version(source: str | Path | None = None) -> dict[str, Any]:
@@ -177,6 +186,34 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
+def _relative(path: str | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` when it lies inside it (as given otherwise, or None)."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return str(resolved.relative_to(root.resolve()))
+    except ValueError:
+        return path
+
+
+def portable_records(source: Path, root: Path) -> dict[str, str]:
+    """The texts of a run's config.yaml and summary.json with the machine's paths (``out_dir``,
+    ``run_dir``) written relative to ``root`` (the repository): records meant for git name no machine."""
+    texts = {}
+    if (source / "config.yaml").is_file():
+        config = yaml.safe_load((source / "config.yaml").read_text())
+        config["out_dir"] = _relative(config.get("out_dir"), root)
+        texts["config.yaml"] = yaml.safe_dump(config, sort_keys=False)
+    if (source / "summary.json").is_file():
+        summary = json.loads((source / "summary.json").read_text())
+        summary["run_dir"] = _relative(summary.get("run_dir"), root)
+        if isinstance(summary.get("config"), dict):
+            summary["config"]["out_dir"] = _relative(summary["config"].get("out_dir"), root)
+        texts["summary.json"] = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    return texts
+
+
 def _copy_atomic(source: Path, target: Path) -> None:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(descriptor)
@@ -198,6 +235,8 @@ class Study:
     result is kept as analysis.json (a failure is logged, and ``analyze_missing`` tries again).
     ``commit=True`` commits each run's records with git once they are written (only those paths, whatever
     else the index holds); a commit that fails is logged and ``commit_pending`` tries again.
+    ``root``: the folder paths in the records are relative to (default: the records' git repository, or
+    ``records_dir`` outside one).
     """
 
     def __init__(
@@ -207,8 +246,10 @@ class Study:
         analyze: Callable[[Path], dict[str, Any]] | None = None,
         commit: bool = False,
         log: Callable[[str], None] = print,
+        root: str | Path | None = None,
     ) -> None:
         self.runs_dir, self.records_dir = Path(runs_dir), Path(records_dir)
+        self.root = Path(root) if root is not None else _repository_of(self.records_dir)
         self.analyze, self.commit, self.log = analyze, commit, log
         self._stop: Any = None  # the StopFlag of the run being executed
         loaded_code()  # the code this process loaded, before any record is committed
@@ -219,6 +260,15 @@ class Study:
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.runs_dir / run.phase / run.name
+
+    def machine_file(self, run: PlannedRun) -> Path:
+        """Where the entries of the processes that trained ``run`` are kept (beside its run directory); one
+        kept inside it by an earlier version moves here."""
+        path = self.runs_dir / run.phase / f"{run.name}.machine.json"
+        old = self.run_dir(run) / "machine.json"
+        if old.is_file() and not path.exists():
+            os.replace(old, path)
+        return path
 
     def checkpoint(self, run: PlannedRun) -> Path:
         return self.run_dir(run) / "checkpoints" / "last.pt"
@@ -341,7 +391,7 @@ class Study:
         if self.is_done(run):
             return None
         from slac.train import TrainingInterrupted
-        from slac.train.trainer import StopFlag, install_stop_handlers
+        from slac.train.signals import StopFlag, install_stop_handlers
 
         # One flag from here to the end of the run: the trainer takes it over, so that a signal during
         # building, the last step, the evaluation or the keeping of records is not lost.
@@ -361,19 +411,14 @@ class Study:
         """The summary, or None when the run failed (under ``execute``'s StopFlag, ``self._stop``)."""
         from slac.train import TrainingInterrupted
 
-        machine = self.run_dir(run) / "machine.json"
-        history = _read_json(machine) if machine.is_file() else []  # a restart removes the directory
-        try:
-            trainer = self._trainer(run)
-        except BaseException:
-            if history and not machine.is_file():  # the restart removed the directory, then failed
-                machine.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(machine, history)
-            raise
+        machine = self.machine_file(run)
+        history = _read_json(machine) if machine.is_file() else []
+        trainer = self._trainer(run)
         trainer.stop = self._stop
         # Logged before training, so that a process that dies without a chance to write (SIGKILL) still
         # leaves its entry ("ended": null); completed when it stops, fails or finishes.
         entry = machine_entry() | {"from_epoch": trainer.epoch, "from_step": trainer.step, "ended": None}
+        machine.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(machine, [*history, entry])
         started = time.perf_counter()
 
@@ -404,9 +449,7 @@ class Study:
         target = self.records(run)
         target.mkdir(parents=True, exist_ok=True)
         with self._whole():
-            for name in ("config.yaml", "metrics.csv", "machine.json"):
-                if (self.run_dir(run) / name).is_file():
-                    _copy_atomic(self.run_dir(run) / name, target / name)
+            self._copy_records(run, ("config.yaml", "metrics.csv", "machine.json"))
             write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
         self.log(f"{run.key}: failed in epoch {epoch + 1} ({error}); recorded as failed")
         if self.commit:
@@ -422,13 +465,25 @@ class Study:
         (target / "summary.json").unlink(missing_ok=True)  # until the others are in place
         (target / "analysis.json").unlink(missing_ok=True)  # of an earlier run of this name
         with self._whole():
-            for name in ("config.yaml", "metrics.csv", "machine.json", "summary.json"):
-                if (source / name).is_file():
-                    _copy_atomic(source / name, target / name)
+            self._copy_records(run, ("config.yaml", "metrics.csv", "machine.json", "summary.json"))
         self._analyze(run)
         if self.commit:
             self.commit_path(target, f"study records: {run.key}")
         return target
+
+    def _copy_records(self, run: PlannedRun, names: tuple[str, ...]) -> None:
+        """Copy ``names`` of the run (in this order) to its records folder, each atomically, with the
+        machine's paths made relative to ``root``."""
+        source, target = self.run_dir(run), self.records(run)
+        portable = portable_records(source, self.root)
+        for name in names:
+            if name == "machine.json":
+                if self.machine_file(run).is_file():
+                    _copy_atomic(self.machine_file(run), target / name)
+            elif name in portable:
+                write_text_atomic(target / name, portable[name])
+            elif (source / name).is_file():
+                _copy_atomic(source / name, target / name)
 
     def _analyze(self, run: PlannedRun) -> bool:
         """Write analysis.json from the run's checkpoint; a failure is reported, not raised (the records
@@ -500,3 +555,16 @@ class Study:
         if status.returncode != 0 or not status.stdout.strip():
             return False
         return self.commit_path(self.records_dir, "study records: kept before an interruption")
+
+
+def _repository_of(path: Path) -> Path:
+    """The git work tree holding ``path`` (its nearest existing folder), or ``path`` outside one."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=probe, capture_output=True,
+                                text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return path
+    return Path(result.stdout.strip()) if result.returncode == 0 else path

@@ -1,4 +1,4 @@
-"""``slac.train.study``: planned runs skipped when kept, resumed after an interruption to the same weights
+"""``tools.study``: planned runs skipped when kept, resumed after an interruption to the same weights
 as an uninterrupted run, records and analysis copied, only those paths committed."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from slac.errors import ConfigError
 from slac.train import Trainer, TrainingInterrupted, load_checkpoint
-from slac.train.study import RECORD_FILES, PlannedRun, Study, machine_entry
+from tools.study import RECORD_FILES, PlannedRun, Study, machine_entry
 
 ROOT = Path(__file__).parents[2]
 RECIPE = str(ROOT / "configs" / "digits" / "lenet_ann_slac.yaml")
@@ -156,7 +157,7 @@ def test_commit_takes_only_the_records_whatever_the_working_directory(tmp_path, 
 
 
 def test_a_held_index_lock_is_waited_for_and_a_stale_one_named(tmp_path, monkeypatch):
-    import slac.train.study as study_module
+    import tools.study as study_module
 
     repo = tmp_path / "repo"
     git = _git_repo(repo)
@@ -208,7 +209,7 @@ def test_a_signal_while_the_records_are_kept_finishes_them_then_stops(tmp_path):
 
 
 def test_a_second_signal_waits_for_a_deferred_block():
-    from slac.train.trainer import StopFlag
+    from slac.train.signals import StopFlag
 
     flag, done = StopFlag(), []
     flag(signal.SIGTERM, None)
@@ -235,7 +236,7 @@ def test_a_signal_while_the_trainer_is_built_stops_before_training(tmp_path, mon
     monkeypatch.setattr(Study, "_trainer", signalled)
     with pytest.raises(TrainingInterrupted):
         study.execute(run)
-    machines = json.loads((study.run_dir(run) / "machine.json").read_text())
+    machines = json.loads(study.machine_file(run).read_text())
     assert machines[-1]["ended"] == "interrupted" and machines[-1]["to_step"] == 0
 
 
@@ -251,7 +252,7 @@ def test_the_machine_history_survives_a_restart_that_fails(tmp_path, monkeypatch
     monkeypatch.setattr(Study, "_trainer", removed_then_failed)
     with pytest.raises(ConfigError):
         study.execute(run)
-    machines = json.loads((study.run_dir(run) / "machine.json").read_text())
+    machines = json.loads(study.machine_file(run).read_text())
     assert [m["ended"] for m in machines] == ["interrupted"]
 
 
@@ -339,7 +340,7 @@ def test_a_corrupt_summary_says_what_to_do(tmp_path):
 
 
 def test_machine_entry_names_the_cpu_and_software():
-    from slac.train.study import loaded_code
+    from tools.study import loaded_code
 
     entry = machine_entry()
     assert entry["cpu"] and entry["torch"] == torch.__version__ and entry["threads"] >= 1
@@ -357,8 +358,8 @@ GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "co
 
 
 def test_the_code_version_covers_the_code_paths_and_the_loaded_one_is_taken_once(tmp_path, monkeypatch):
-    import slac.train.study as study_module
-    from slac.train.study import code_version, loaded_code
+    import tools.study as study_module
+    from tools.study import code_version, loaded_code
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -383,3 +384,28 @@ def test_the_code_version_covers_the_code_paths_and_the_loaded_one_is_taken_once
     assert loaded_code() == taken and loaded_code() is not loaded_code()  # fresh copies of it
     Study(tmp_path / "runs", tmp_path / "records")
     assert machine_entry()["code"] == taken
+
+
+def test_kept_records_name_paths_relative_to_the_repository(tmp_path):
+    """Records meant for git hold no machine's paths: out_dir and run_dir relative to ``root``."""
+    study = Study(tmp_path / "runs", tmp_path / "records", log=lambda m: None, root=tmp_path)
+    run = planned(epochs=1)
+    study.execute(run)
+    config = yaml.safe_load((study.records(run) / "config.yaml").read_text())
+    summary = json.loads((study.records(run) / "summary.json").read_text())
+    assert config["out_dir"] == summary["config"]["out_dir"] == "runs/main"
+    assert summary["run_dir"] == "runs/main/slac_seed0"
+    assert summary["checkpoints"] == {"last": "checkpoints/last.pt", "best": "checkpoints/best.pt"}
+    # the run directory itself keeps what the trainer wrote; only the copies are rewritten
+    assert json.loads((study.run_dir(run) / "summary.json").read_text())["run_dir"] == str(study.run_dir(run))
+
+
+def test_the_committed_records_hold_no_absolute_paths():
+    records = ROOT / "docs" / "reproduction" / "records"
+    found = []
+    for path in sorted(records.rglob("*")):
+        if path.suffix in (".json", ".yaml"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if ': "/' in line or ": /" in line:
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found[:10])
