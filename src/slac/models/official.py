@@ -5,8 +5,8 @@
     slac eval --official ResNet20-AdderNet.pth --model resnet20 --data_root ~/data/cifar-10
 
 The official networks and slac's ANN forms have the same layers in the same places (verified against the
-official code: outputs, both gradients and the structure of ResNet-20 agree, DESIGN.md); only the names
-differ, so a state dict maps one-to-one:
+official code: outputs, both gradients and the structure of ResNet-20 agree; docs/DESIGN.md, "The official
+AdderNet code"); only the names differ, so a state dict maps one-to-one:
 
     official                                  slac (form "ann", head "linear", logit_norm)
     module.<key>                              <key>            (test.py saves through DataParallel)

@@ -1,4 +1,5 @@
-"""The official AdderNet formulation, kept only as a baseline for benchmarks (DESIGN.md §1).
+"""The official AdderNet formulation, kept only as a baseline for benchmarks (docs/DESIGN.md, "The
+official AdderNet code").
 
 It unfolds the input to X_col (K, B*L) and materializes the whole (C_out, K, B*L) difference W - X_col
 in the forward and again in the backward, which is what makes the official layer slow and memory hungry.

@@ -1,12 +1,12 @@
 """Reference adder operator in plain PyTorch: the oracle every fast backend is tested against.
 
-It follows the official AdderNet formulation (DESIGN.md §1): unfold the input into columns, broadcast
-|X - W| over (columns, C_out, K) and reduce over K. Unlike the official code, which materializes the
-whole (C_out, K, B*L) difference at once (1-2 GB per ResNet-20 layer at batch 256), the columns are
-processed in chunks, so that one temporary never holds more than ``max(MAX_TEMPORARY_ELEMENTS, C_out*K)``
-elements (64 MiB in float32). A handful of such temporaries are alive at once (the difference, its
-absolute value or clamp, the product with the gradient), so peak extra memory is about four times
-that bound, plus the unfolded input itself.
+It follows the official AdderNet formulation (docs/DESIGN.md, "The official AdderNet code"): unfold the
+input into columns, broadcast |X - W| over (columns, C_out, K) and reduce over K. Unlike the official code,
+which materializes the whole (C_out, K, B*L) difference at once (1.2-2.4 GB per ResNet-20 layer at batch
+256 in float32), the columns are processed in chunks, so that one temporary never holds more than
+``max(MAX_TEMPORARY_ELEMENTS, C_out*K)`` elements (64 MiB in float32). A handful of such temporaries are
+alive at once (the difference, its absolute value or clamp, the product with the gradient), so peak extra
+memory is about four times that bound, plus the unfolded input itself.
 
 Gradients are the AdderNet ones, written as explicit formulas rather than obtained from autograd:
 

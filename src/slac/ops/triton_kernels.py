@@ -1,4 +1,4 @@
-"""Adder operator on GPUs: Triton implicit-GEMM kernels (DESIGN.md §1).
+"""Adder operator on GPUs: Triton implicit-GEMM kernels (docs/DESIGN.md, "The adder operator").
 
 Three layers, as in Liger-Kernel: private ``@triton.jit`` kernels (the derivative written beside the
 backward), launchers that own shapes, strides and block sizes, and the six backend functions that
@@ -69,7 +69,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # SLAC_TRITON_AUTOTUNE=0: the first fitting config only, launched without the autotuner (each config of
 # the space is a separate compile, and the autotuner benchmarks them for every new layer shape)
 AUTOTUNE = os.environ.get("SLAC_TRITON_AUTOTUNE", "1") != "0"
-# compile options of every launch (and of `slac bench sass`): the input gradient's multiply-add in one FFMA
+# compile options of every launch (and of `python -m tools.sass`): the input gradient's multiply-add in one
+# FFMA
 LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 MIN_BLOCK_N = 16  # the narrowest tile of the spaces: no tile is cut narrower for fewer channels
 
@@ -154,13 +155,13 @@ def _autotune(n_arg: str, space: list[Block]):
 
 
 # Blocks as (BLOCK_M, BLOCK_N, num_warps, loop unroll, THREAD_M, THREAD_N). The first that fits a layer's
-# channel count is the one used without autotuning. Chosen with `slac bench sass` (sm_90 machine code,
-# specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills in its hot loop, and 70-88%
-# of the hot loop's instructions are the kernel's arithmetic (79-88% for the first fitting config;
-# BENCHMARKS.md; the input gradient's clamp form 81-85%, fewer instructions of arithmetic beside the same
-# loads and barriers). An 8 x 8 register tile per thread is what the forward's registers allow; the input
-# gradient also holds two bounds (x' - 1, x' + 1) per entry of its THREAD_M x THREAD_N tile, 8 x 4 of them
-# take 167-202 registers.
+# channel count is the one used without autotuning. Chosen with `python -m tools.sass` (sm_90 machine code,
+# specialised as at run time, on ResNet-20 and ResNet-18 layers): none spills in its hot loop, and most of
+# the hot loop's instructions are the kernel's arithmetic (the fractions: BENCHMARKS.md, "Triton kernels'
+# machine code, sm_90" and "Figures behind design choices"; the input gradient's clamp form has fewer
+# instructions of arithmetic beside the same loads and barriers). An 8 x 8 register tile per thread is what
+# the forward's registers allow; the input gradient also holds two bounds (x' - 1, x' + 1) per entry of its
+# THREAD_M x THREAD_N tile, so its tiles are 8 x 4.
 FORWARD_SPACE = [
     Block(128, 64, 4, 2, 8, 8),  # a pair costs 2 instructions: x - w, and acc + |.|
     Block(256, 32, 4, 2, 16, 4),
@@ -303,8 +304,9 @@ def _grad_input_direct(
     the entries whose clamp form is not finite: inf inputs and weights give HT = -1 or 1, as in the
     reference; a NaN difference clamps to -1 (tl.maximum returns the number), where the reference gives
     NaN, as this kernel did before the clamp form. Its taps are a run-time loop and it is not unrolled: a
-    static one shared its per-tap offsets with the clamp form's loops, which then held them live throughout
-    (about 20 registers more), and a loop nest is what `slac bench sass` leaves out of the hot loop."""
+    static one shared its per-tap offsets with the clamp form's loops, which then held them live throughout,
+    in registers the accumulators need (BENCHMARKS.md, "Figures behind design choices"); and a loop nest is
+    what `python -m tools.sass` leaves out of the hot loop."""
     acc = tl.zeros((THREAD_M, THREAD_N, LANES_M, LANES_N), dtype=ACC)
     for tap in tl.range(0, KH * KW, loop_unroll_factor=1):
         i = tap // KW
@@ -399,7 +401,7 @@ def _adder2d_grad_input_kernel(
         KH, KW, ACC, UNROLL, THREAD_M, THREAD_N, LANES_M, LANES_N,
     )  # fmt: skip
     # x' as the bounds' midpoint, within a rounding of x' (x' itself, held through the loop beside the
-    # bounds or loaded again here, took up to 45 more registers on sm_90, on a ResNet-18 layer)
+    # bounds or loaded again here, took more registers: BENCHMARKS.md, "Figures behind design choices")
     dx = acc - _thread_rows(g_sum, THREAD_M, LANES_M) * (0.5 * (lo + hi))
 
     # inf or NaN (x - x is 0 only for finite x): an input, weight or gradient that is not finite, or an
@@ -488,7 +490,7 @@ def _check_index_range(*tensors: Tensor) -> None:
 
 class KernelCall(NamedTuple):
     """One launch of an adder kernel: its positional arguments, constexprs and grid, and its channel
-    count N (the launcher and ``slac bench sass`` build it the same way)."""
+    count N (the launcher and ``python -m tools.sass`` build it the same way)."""
 
     kernel: object
     args: tuple

@@ -96,7 +96,8 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
 def shutdown_distributed(clean: bool = True) -> None:
     """Leave the process group. ``clean``: every process got here without an error, so they first wait for
     each other; a process that tears down gloo while a peer still uses its connections can abort the peer
-    ("terminate called without an active exception", seen in 1 of 8 two-process runs without the barrier).
+    ("terminate called without an active exception", seen in two-process runs without the barrier;
+    BENCHMARKS.md, "Figures behind design choices").
     After an error the barrier is skipped: the other processes may be waiting in another collective."""
     if dist.is_initialized():
         if clean:
@@ -140,8 +141,9 @@ class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(input)
         output_dtype = input.dtype
         # The CPU's own batch norm accumulates float32 statistics in float64 (at::acc_type); so does this
-        # one on the CPU. In float32 the gradients of ANN layers (outputs near -1e3, spread near 1e2)
-        # differed from nn.BatchNorm2d's by up to 2% (measured on LeNet); in float64 by about 1e-6.
+        # one on the CPU. ANN layers' outputs sit far from zero compared with their spread, and accumulated
+        # in float32 their gradients visibly differed from nn.BatchNorm2d's (BENCHMARKS.md, "Figures behind
+        # design choices"; docs/DESIGN.md, "Statistics in float64 on the CPU").
         if input.device.type == "cpu" and input.dtype in (torch.float32, torch.bfloat16, torch.float16):
             input = input.double()
         channels = input.shape[1]
