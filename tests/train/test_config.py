@@ -8,7 +8,7 @@ import yaml
 
 from slac.data import dataset_spec, load_dataset
 from slac.train import ConfigError, TrainConfig, load_config, parse_overrides
-from slac.train.trainer import build_model
+from slac.train.model import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "base" and p.name != "base.yaml")

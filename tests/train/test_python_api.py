@@ -55,7 +55,7 @@ def test_fit_trains_a_converted_model_on_tensors_and_writes_a_run(tmp_path):
     reloaded = UserModel(slac.convert_to_adder(small_cnn()))
     reloaded.load_state_dict(state["model"])
     images, labels = digits_tensors("test")
-    test = DeviceLoader(slac.train.user.as_dataset((images, labels), "test"), 512, shuffle=False)
+    test = DeviceLoader(slac.train.as_dataset((images, labels), "test"), 512, shuffle=False)
     assert evaluate(reloaded, test, torch.device("cpu"))["top1"] == summary["final_test_top1_running"]
 
 
@@ -127,7 +127,7 @@ def test_a_stopped_run_of_ones_own_resumes_exactly(tmp_path):
 def test_train_one_epoch_in_a_loop_of_ones_own():
     torch.manual_seed(0)
     model = UserModel(slac.convert_to_adder(small_cnn()))
-    loader = DeviceLoader(slac.train.user.as_dataset(digits_tensors("train"), "train"), 64, seed=0)
+    loader = DeviceLoader(slac.train.as_dataset(digits_tensors("train"), "train"), 64, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     first = train_one_epoch(model, loader, optimizer, eta=0.2)
     for _ in range(3):

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from slac.data import StreamingLoader
 from slac.heads.losses import HeadLoss
 from slac.train import ConfigError, Trainer, evaluate, load_config
-from slac.train.data import StreamingLoader
 
 TINY = ["--train_subset", "64", "--test_subset", "64", "--batch_size", "32", "--progress", "false",
         "--tensorboard", "off", "--form", "cnn", "--head", "linear", "--epochs", "1"]  # fmt: skip
@@ -52,7 +52,7 @@ def test_a_diverging_loss_stops_the_run_with_a_clear_error(tmp_path):
 
 def test_run_directory_rules(tmp_path):
     Trainer(tiny(tmp_path), log=lambda message: None).fit()
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
         Trainer(tiny(tmp_path), log=lambda message: None)
     with pytest.raises(ConfigError, match="cannot change in a resumed run"):
         Trainer(resume=tmp_path / "lenet_cnn_linear_digits_seed0", overrides={"lr": 1.0})

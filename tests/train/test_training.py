@@ -42,7 +42,7 @@ def test_default_job_learns_writes_everything_and_eval_reproduces_it(tmp_path):
     run_dir, stdout = tmp_path / "lenet_ann_slac_digits_seed0", result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 20
-    assert summary["final_test_top1"] > 90.0, summary  # chance is 10%; measured 99.2% on this machine
+    assert summary["final_test_top1"] > 90.0, summary  # chance is 10%; README gives the measured figures
     assert f"done: test top-1 {summary['final_test_top1']:.2f}%" in stdout
     for name in ("config.yaml", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt", "tensorboard"):
         assert (run_dir / name).exists(), name
@@ -128,7 +128,7 @@ def test_resume_refuses_to_change_the_recipe(reference_run, tmp_path):
     result = run_slac("train", "--resume", str(run_dir), "--lr", "0.5")
     assert result.returncode == 2 and "lr cannot change in a resumed run" in result.stderr
     result = run_slac("train", *SMALL_RUN, "--out_dir", str(tmp_path), "--name", "copy")
-    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert result.returncode == 2 and "already holds a finished run" in result.stderr
     # A finished run resumed with more epochs extends it (Figure 4c style), from epoch 3 on.
     result = run_slac("train", "--resume", str(run_dir), "--epochs", "4")
     assert result.returncode == 0, result.stderr

@@ -19,6 +19,7 @@ from slac.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, lo
 from slac.data.loader import DeviceLoader, random_crop, random_flip
 from slac.data.mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, load_idx_dataset, read_idx
 from slac.data.registry import DATASET_SPECS, STREAMING, dataset_spec, list_datasets, load_dataset
+from slac.data.streaming import StreamingLoader
 
 __all__ = [
     "CIFAR_SPECS",
@@ -32,6 +33,7 @@ __all__ = [
     "ArrayDataset",
     "ChecksumError",
     "DeviceLoader",
+    "StreamingLoader",
     "dataset_spec",
     "default_root",
     "imagenet_classes",

@@ -197,7 +197,15 @@ def download_archive(
     target = directory / spec.archive
     if not target.is_file():
         partial = target.with_name(target.name + ".part")
-        (fetch or urllib.request.urlretrieve)(spec.url, str(partial))
+        try:
+            (fetch or urllib.request.urlretrieve)(spec.url, str(partial))
+        except OSError as error:  # URLError, a refused or dropped connection, a full disk
+            partial.unlink(missing_ok=True)
+            reason = getattr(error, "reason", None) or error
+            raise DataError(
+                f"{spec.name}: could not download {spec.url} ({reason}); download it where there is a "
+                f"connection and put {spec.archive} (or its extracted folder) into {directory}"
+            ) from error
         verify_md5(partial, spec.md5)
         partial.replace(target)
     else:

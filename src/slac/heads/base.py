@@ -34,6 +34,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
+from slac.errors import ConfigError
 from slac.heads.losses import LIKELIHOOD_REDUCTIONS, HeadLoss, check_weight, classification_loss
 
 __all__ = ["DensityHead", "Head", "full_precision", "head_param_groups"]
@@ -61,13 +62,20 @@ def full_precision(method: _Method) -> _Method:
 
 
 class Head(nn.Module):
-    """Base class of the classifier heads: argument checks and the default (classification-only) loss."""
+    """Base class of the classifier heads: argument checks and the default (classification-only) loss.
+
+    ``head_name`` is the name the head is registered under (``list_heads()``), so that a run records the
+    head that actually ran; a head class of one's own that is not registered has None (``create_head`` sets
+    the name it was created under).
+    """
+
+    head_name: str | None = None
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
         for name, value, minimum in (("in_features", in_features, 1), ("num_classes", num_classes, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         self.in_features = in_features
         self.num_classes = num_classes
 

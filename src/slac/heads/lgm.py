@@ -159,6 +159,8 @@ class LGMHead(_GaussianHead):
     Parameters: loc (K, d), log_variance (K, d) = log diag(Sigma_k).
     """
 
+    head_name = "lgm"
+
     def __init__(
         self,
         in_features: int,
@@ -197,6 +199,8 @@ class MoMHead(_GaussianHead):
 
     Parameters: loc (K, C, d), log_variance (K, C, d), mixture_logits (K, C).
     """
+
+    head_name = "mom"
 
     def __init__(
         self,

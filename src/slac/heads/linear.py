@@ -19,6 +19,8 @@ class LinearHead(Head):
         bias: learn a bias per class.
     """
 
+    head_name = "linear"
+
     def __init__(self, in_features: int, num_classes: int, *, bias: bool = True) -> None:
         super().__init__(in_features, num_classes)
         self.linear = nn.Linear(in_features, num_classes, bias=bias)

@@ -60,6 +60,8 @@ class LSoftmaxHead(Head):
         lambda_base, lambda_gamma, lambda_power, lambda_min: the annealing of lambda (module docstring).
     """
 
+    head_name = "lsoftmax"
+
     def __init__(
         self,
         in_features: int,

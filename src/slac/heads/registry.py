@@ -33,9 +33,14 @@ def create_head(name: str, in_features: int, num_classes: int, **options) -> Hea
     """Build the head registered as `name` (see `list_heads()`) with its options.
 
     Options are the keyword arguments of the head's class; an unknown option is a TypeError naming it.
+    The head's ``head_name`` is the registered name of what it computes ("sl" for a "slac" head with
+    ``angle_weight=0``).
     """
     try:
         factory = _HEADS[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown head {name!r}; known heads: {', '.join(list_heads())}") from None
-    return factory(in_features, num_classes, **options)
+    head = factory(in_features, num_classes, **options)
+    if head.head_name is None:  # a registered class of one's own that does not name itself
+        head.head_name = name
+    return head

@@ -64,6 +64,12 @@ class SkewLaplaceHead(DensityHead):
         max_block_elements: the largest (N, K_block, d) intermediate of the pairwise densities.
     """
 
+    @property
+    def head_name(self) -> str:  # type: ignore[override]
+        """ "sl" without the angle-based constraint (angle_weight 0), "slac" with it: what the head computes,
+        whichever name it was created under."""
+        return "slac" if self.angle_weight != 0.0 else "sl"
+
     def __init__(
         self,
         in_features: int,

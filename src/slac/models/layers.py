@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slac.errors import ConfigError
 from slac.nn import Adder2d, AdderLinear, BinaryConv2d, BinaryLinear
 
 __all__ = ["FORMS", "PadShortcut", "act_layer", "check_form", "conv_layer", "conv_shortcut", "linear_layer"]
@@ -27,7 +28,7 @@ FORMS = ("cnn", "ann", "bnn")
 
 def check_form(form: str) -> str:
     if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        raise ConfigError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     return form
 
 

@@ -14,15 +14,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from slac import functional
-from slac.ops.backends import BACKENDS
+from slac.ops.backends import check_backend
 
 __all__ = ["Adder2d", "AdderLayer", "AdderLinear"]
-
-
-def _check_backend(backend: str) -> str:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
-    return backend
 
 
 class AdderLayer(nn.Module):
@@ -89,7 +83,7 @@ class Adder2d(AdderLayer):
             self.padding = _pair(padding)
         if min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size must be positive, got {self.kernel_size}")
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory)
@@ -138,7 +132,7 @@ class AdderLinear(AdderLayer):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None

@@ -18,7 +18,14 @@ import torch
 
 from slac.errors import ConfigError, DeviceError, MissingDependencyError
 
-__all__ = ["BACKENDS", "AdderBackend", "available_backends", "get_backend", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "AdderBackend",
+    "available_backends",
+    "check_backend",
+    "get_backend",
+    "resolve_backend",
+]
 
 
 _AVAILABLE: dict[str, bool] = {}
@@ -97,6 +104,13 @@ def available_backends(device_type: str | None = None, interpreted: bool = True)
     ]
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` when it is "auto" or a known backend's name; a ``ConfigError`` listing them otherwise."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ConfigError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    return backend
+
+
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The concrete backend that ``backend`` means for tensors on ``device``; raises if it cannot run."""
     device_type = torch.device(device).type
@@ -105,9 +119,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
             if name in BACKENDS and BACKENDS[name].is_available():
                 return name
         raise DeviceError(f"no adder backend is available for device type {device_type!r}")
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
-    spec = BACKENDS[backend]
+    spec = BACKENDS[check_backend(backend)]
     if device_type not in spec.device_types:
         raise ConfigError(
             f"adder backend {backend!r} runs on {list(spec.device_types)} tensors, "

@@ -1,8 +1,13 @@
 """Training recipes: a YAML file gives the defaults, ``--key value`` flags override them.
 
     config = load_config("configs/table1/resnet20_cifar10_slac_ann.yaml", ["--epochs", "10", "--seed=3"])
-    config = load_config(None)                      # the embedded default: LeNet ANN + SLAC on digits
+    config = load_config(None)                      # the default job: LeNet ANN + SLAC on the digits
     save_config(config, run_dir / "config.yaml")    # the resolved recipe, next to the run's outputs
+
+``TrainConfig()`` holds the library's defaults, which agree with the rest of the API (``create_model``'s
+head is ``linear``: a recipe names the head it trains). The default job (``slac train`` with no recipe,
+``load_config(None)``, ``Trainer()``) is those defaults with the SLAC head (``DEFAULT_JOB``), the same run
+as configs/digits/lenet_ann_slac.yaml.
 
 A recipe is a flat mapping of the ``TrainConfig`` fields below; ``head_options`` and ``model_options``
 are mappings passed to the head and the model. A recipe may name another with ``base: other.yaml``
@@ -27,6 +32,7 @@ import yaml
 from slac.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_JOB",
     "RESUME_OVERRIDABLE",
     "ConfigError",
     "TrainConfig",
@@ -57,19 +63,28 @@ RESUME_OVERRIDABLE = frozenset(
 )
 
 
+# The main job: TrainConfig's defaults with the paper's classifier.
+DEFAULT_JOB: dict[str, Any] = {"head": "slac"}
+
+# config.model / config.dataset of a run whose model or data was passed from Python; config.head of a run
+# whose logits come from such a model's own classifier.
+CUSTOM = "custom"
+
+
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run. Defaults: the embedded LeNet ANN + SLAC on digits."""
+    """Everything that decides a training run. Defaults: a LeNet ANN with a linear head on the digits (the
+    default job, ``DEFAULT_JOB``, puts the SLAC head on it)."""
 
     # What to train.
     model: str = "lenet"  # slac.models.list_models()
     form: str = "ann"  # cnn | ann | bnn
-    head: str = "slac"  # slac.heads.list_heads()
+    head: str = "linear"  # slac.heads.list_heads()
     head_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the head
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. feature_dim: 2, shortcut: identity
     # Data. img_size/in_chans/num_classes come from the dataset unless model_options sets them.
     dataset: str = "digits"  # slac.data.list_datasets()
-    data_root: str | None = None  # None: the dataset's default location
+    data_root: str | None = None  # None: the dataset's default location (digits: embedded, none)
     download: bool = False  # CIFAR only, with MD5 verification
     augment: bool = True  # random crop (dataset padding) and flip (where label-preserving)
     batch_size: int = 64  # global: split evenly over the processes (the paper's recipes: 256)
@@ -182,12 +197,15 @@ def validate(config: TrainConfig) -> None:
     from slac.heads import list_heads
     from slac.models import list_models
     from slac.models.layers import FORMS
+    from slac.ops.backends import BACKENDS
 
     choices = {
-        "model": [*list_models(), "custom"],  # custom: a model passed from Python (slac.train.user)
+        "model": [*list_models(), CUSTOM],  # custom: a model passed from Python (slac.train.model)
         "form": FORMS,
-        "head": list_heads(),
-        "dataset": [*list_datasets(), "custom"],  # custom: data passed from Python
+        # custom: the logits of a model passed from Python come from its own classifier
+        "head": [*list_heads(), CUSTOM] if config.model == CUSTOM else list_heads(),
+        "dataset": [*list_datasets(), CUSTOM],  # custom: data passed from Python
+        "adder_backend": ["auto", *BACKENDS],
         "schedule": SCHEDULES,
         "amp": AMP_MODES,
         "dtype": DTYPES,
@@ -233,8 +251,18 @@ def validate(config: TrainConfig) -> None:
     for key in ("num_classes", "form", "head", "head_options"):
         if key in config.model_options:
             _fail("model_options", f"{key!r} is set by the recipe's own key, not by model_options")
-    if config.name is not None and (not config.name or "/" in config.name or config.name in (".", "..")):
-        _fail("name", f"must be a plain directory name, got {config.name!r}")
+    if config.name is not None and (
+        not config.name or "/" in config.name or config.name in (".", "..") or config.name.startswith(".")
+    ):
+        _fail("name", f"must be a plain directory name not starting with a dot, got {config.name!r}")
+    if config.data_root is not None and config.dataset in ("digits", CUSTOM):
+        where = "is embedded in scikit-learn" if config.dataset == "digits" else "was passed from Python"
+        _fail(
+            "data_root",
+            f"the {config.dataset} dataset {where}: it has no data_root (got {config.data_root!r})",
+        )
+    if config.download and not config.dataset.startswith("cifar"):
+        _fail("download", f"only the CIFAR datasets can be downloaded, not {config.dataset!r}")
 
 
 # What a recipe saved before BatchNorm recalibration existed meant: running statistics only. A run
@@ -339,8 +367,9 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> TrainConfig:
-    """The recipe at ``path`` (None: the embedded default) with ``overrides`` applied, validated."""
-    data = _read_recipe(Path(path)) if path is not None else {}
+    """The recipe at ``path`` (None: the default job, ``DEFAULT_JOB``) with ``overrides`` applied and
+    validated."""
+    data = _read_recipe(Path(path)) if path is not None else dict(DEFAULT_JOB)
     if overrides:
         update = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
         data = _merge(data, update)
@@ -348,4 +377,7 @@ def load_config(
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML to ``path`` atomically (a temporary file renamed over it)."""
+    from slac.train.records import write_text_atomic
+
+    write_text_atomic(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

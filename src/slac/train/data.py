@@ -1,31 +1,38 @@
-"""The data side of a run: the splits a recipe names, as loaders for training and evaluation.
+"""The data side of a run: the splits a recipe names, or data passed from Python, as loaders for training
+and evaluation.
 
-In-memory datasets (digits, MNIST, Fashion-MNIST, CIFAR) go to ``slac.data.DeviceLoader``: the split
-lives on the training device, crop and flip run there, no worker processes. Streaming datasets
-(ImageNet) go through a ``torch.utils.data.DataLoader`` with worker processes and ``StreamingLoader``'s
-resumable, sharded sampler. Both loaders have the same interface: iteration yields (images, labels) on
-the device, ``len()`` is batches per epoch, ``state_dict``/``load_state_dict`` resume inside an epoch.
+In-memory datasets (digits, MNIST, Fashion-MNIST, CIFAR, ``(images, labels)`` tensors) go to
+``slac.data.DeviceLoader``: the split lives on the training device, crop and flip run there, no worker
+processes. Streaming datasets (ImageNet, map-style Datasets passed from Python) go through
+``slac.data.StreamingLoader``: worker processes and a resumable, sharded sampler. Both loaders have the same
+interface: iteration yields (images, labels) on the device, ``len()`` is batches per epoch,
+``state_dict``/``load_state_dict`` resume inside an epoch.
+
+Data passed from Python (``as_dataset``): ``(images, labels)`` tensors (held as given: float images, no
+scaling, no augmentation, since slac cannot know which crops and flips keep a label), a
+``slac.data.ArrayDataset``, or any map-style ``torch.utils.data.Dataset`` of (image, label) pairs.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from slac.data import STREAMING, ArrayDataset, DeviceLoader, load_dataset
+from slac.data import STREAMING, ArrayDataset, DeviceLoader, StreamingLoader, load_dataset
 from slac.train.config import ConfigError, TrainConfig
 from slac.train.distributed import Distributed
-from slac.train.user import dataset_classes
 
 __all__ = [
     "DataBundle",
-    "StreamingLoader",
+    "as_dataset",
     "build_data",
+    "dataset_classes",
+    "dataset_image_shape",
     "evaluation_loader",
     "load_split",
     "recalibration_loader",
@@ -46,6 +53,7 @@ class DataBundle:
     train_size: int  # images per epoch, all processes together
     test_size: int
     recalibration: Any = None  # () -> the loader of the BatchNorm recalibration batches, rewound; or None
+    splits: tuple[Any, Any] = ()  # the (train, test) datasets as loaded or given, before train_subset
 
 
 def load_split(config: TrainConfig, split: str, augmented: bool = True) -> Any:
@@ -56,9 +64,7 @@ def load_split(config: TrainConfig, split: str, augmented: bool = True) -> Any:
         from slac.data.imagenet import default_transform
 
         kwargs["transform"] = default_transform("test")
-    if config.download:
-        if not config.dataset.startswith("cifar"):
-            raise ConfigError(f"download: only the CIFAR datasets can be downloaded, not {config.dataset!r}")
+    if config.download:  # the CIFAR datasets only (TrainConfig checks)
         kwargs["download"] = True
     return load_dataset(config.dataset, config.data_root, split, **kwargs)
 
@@ -92,7 +98,9 @@ def build_data(
     ArrayDatasets live on the device (``DeviceLoader``); other datasets stream (``StreamingLoader``)."""
     train, test = splits if splits is not None else (load_split(config, "train"), load_split(config, "test"))
     if _streams(train):
-        return _build_streaming(config, distributed, device, train, test, given=splits is not None)
+        bundle = _build_streaming(config, distributed, device, train, test, given=splits is not None)
+        return dataclasses.replace(bundle, splits=(train, test))
+    loaded = (train, test)
     for key, split in (("train_subset", train), ("test_subset", test)):
         size = getattr(config, key)
         if size is not None and size > len(split):
@@ -121,10 +129,15 @@ def build_data(
         dtype=getattr(torch, config.dtype),
     )
     if len(train_loader) == 0:
-        raise ConfigError(
-            f"no training step per epoch: {len(train)} training images (train_subset) in batches of "
-            f"{config.batch_size} with drop_last; lower batch_size or use more images"
+        why = (
+            f"the {len(train)} training images"
+            + (f" (train_subset {config.train_subset})" if config.train_subset is not None else "")
+            + (" are fewer than one batch" if drop_last else " are none")
+            + f" of {config.batch_size}"
+            + (" and drop_last drops the smaller last batch" if drop_last else "")
         )
+        advice = "lower batch_size or use more images" if len(train) else "give a training split with images"
+        raise ConfigError(f"no training step per epoch: {why}; {advice}")
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
     used = len(train_loader) * config.batch_size if drop_last else len(train)
     test_size = _scored(len(test), config.test_subset)
@@ -141,6 +154,7 @@ def build_data(
         used,
         test_size,
         recalibration,
+        loaded,
     )
 
 
@@ -197,88 +211,6 @@ def evaluation_loader(
     )
 
 
-class _ResumableShardSampler(torch.utils.data.Sampler):
-    """Indices of one epoch: a permutation seeded by (seed, epoch) when shuffling, this process's
-    every ``world_size``-th index, starting after ``skip`` indices already consumed."""
-
-    def __init__(self, size: int, shuffle: bool, seed: int, rank: int, world_size: int) -> None:
-        self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.skip = 0, 0
-
-    def indices(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
-        else:
-            order = torch.arange(self.size)
-        usable = self.size - self.size % self.world_size  # equal shards
-        return order[self.rank : usable : self.world_size].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.skip :])
-
-    def __len__(self) -> int:
-        return len(self.indices()) - self.skip
-
-
-class StreamingLoader:
-    """Batches of a disk-backed dataset through worker processes, resumable inside an epoch."""
-
-    def __init__(
-        self,
-        dataset: Any,
-        batch_size: int,
-        shuffle: bool,
-        device: torch.device,
-        seed: int,
-        workers: int,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        if batch_size % world_size:
-            raise ConfigError(f"batch_size {batch_size} must be divisible by the {world_size} processes")
-        self.dataset, self.device = dataset, device
-        self.per_process = batch_size // world_size
-        self.drop_last = drop_last
-        self.sampler = _ResumableShardSampler(len(dataset), shuffle, seed, rank, world_size)
-        self.workers, self.dtype = workers, dtype
-        self.epoch, self._batches_done = 0, 0
-
-    def __len__(self) -> int:
-        self.sampler.epoch = self.epoch
-        count = len(self.sampler.indices())
-        return count // self.per_process if self.drop_last else -(-count // self.per_process)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.epoch = self.epoch
-        self.sampler.skip = self._batches_done * self.per_process
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.per_process,
-            sampler=self.sampler,
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=self.drop_last,
-            persistent_workers=False,
-        )
-        for images, labels in loader:
-            self._batches_done += 1
-            images = images.to(self.device, non_blocking=True).to(self.dtype)
-            yield images, labels.to(self.device, non_blocking=True)
-        self.epoch += 1
-        self._batches_done = 0
-        self.sampler.skip = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self._batches_done}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self._batches_done = state["epoch"], state["batch"]
-
-
 def _build_streaming(
     config: TrainConfig, distributed: Distributed, device: torch.device, train: Any, test: Any, given: bool
 ) -> DataBundle:
@@ -299,7 +231,6 @@ def _build_streaming(
         **common,
     )
     test_loader = evaluation_loader(config, test, device, config.test_subset, distributed)
-    image = test[0][0] if len(test) else torch.empty(3, 224, 224)
     test_size = _scored(len(test), config.test_subset)
     recalibration = None
     if config.bn_recalibration:
@@ -309,7 +240,7 @@ def _build_streaming(
 
     classes = len(test.classes) if hasattr(test, "classes") else dataset_classes(train, test)
     return DataBundle(
-        train_loader, test_loader, tuple(image.shape), classes, len(train), test_size, recalibration
+        train_loader, test_loader, dataset_image_shape(train), classes, len(train), test_size, recalibration
     )
 
 
@@ -344,3 +275,60 @@ def _train_subset(config: TrainConfig, train: Any) -> Any:
     if isinstance(train, ArrayDataset):
         return _subset(train, 0, config.train_subset)
     return torch.utils.data.Subset(train, range(min(config.train_subset, len(train))))
+
+
+def as_dataset(data: Any, what: str) -> Any:
+    """``(images, labels)`` tensors as an ``ArrayDataset`` (held as given: no scaling), an ArrayDataset or a
+    map-style Dataset as it is; ``what`` names the argument in errors."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        images, labels = data
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ConfigError(
+                f"{what}: images must be a float tensor (N, C, H, W), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.shape != (images.shape[0],) or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ConfigError(
+                f"{what}: labels must be integers of shape ({images.shape[0]},), "
+                f"got {labels.dtype} {tuple(labels.shape)}"
+            )
+        if labels.numel() and labels.min() < 0:
+            raise ConfigError(f"{what}: labels must be class indices >= 0, got {int(labels.min())}")
+        channels = images.shape[1]
+        num_classes = int(labels.max()) + 1 if labels.numel() else 1
+        return ArrayDataset(
+            name=what, split=what, images=images.detach().cpu(), labels=labels.detach().cpu().long(),
+            num_classes=num_classes, mean=(0.0,) * channels, std=(1.0,) * channels, max_value=1.0,
+        )  # fmt: skip
+    if isinstance(data, ArrayDataset):
+        return data
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return data
+    raise ConfigError(
+        f"{what}: give (images, labels) tensors, a slac ArrayDataset or a map-style torch Dataset of "
+        f"(image, label) pairs; got {type(data).__name__}"
+    )
+
+
+def dataset_classes(*datasets: Any) -> int:
+    """The number of classes: an ArrayDataset's, a Dataset's ``classes``, or the largest label + 1."""
+    counts = []
+    for dataset in datasets:
+        if isinstance(dataset, ArrayDataset):
+            counts.append(dataset.num_classes)
+        elif hasattr(dataset, "classes"):
+            counts.append(len(dataset.classes))
+        elif isinstance(getattr(dataset, "targets", None), (list, Tensor)):  # torchvision's datasets
+            counts.append(int(torch.as_tensor(dataset.targets).max()) + 1)
+        else:  # reads every item once (transforms included): give the dataset a `classes` to avoid it
+            counts.append(max((int(dataset[i][1]) for i in range(len(dataset))), default=-1) + 1)
+    return max(counts)
+
+
+def dataset_image_shape(dataset: Any) -> tuple[int, int, int]:
+    """(C, H, W) of a split's images (an empty Dataset from Python has none: an error)."""
+    if isinstance(dataset, ArrayDataset):
+        return dataset.image_shape
+    if len(dataset) == 0:
+        raise ConfigError(f"{getattr(dataset, 'split', 'a split')}: the dataset has no images")
+    return tuple(dataset[0][0].shape)
