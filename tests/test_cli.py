@@ -82,10 +82,27 @@ def test_unreadable_yaml_and_bad_flags_are_user_errors(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: [lenet\n")
     assert main(["train", "--config", str(recipe)]) == 2
-    assert "recipe.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "recipe.yaml" in err and err.count("\n") == 1  # YAML's own message spans lines: one here
     assert main(["train", "--lr", "-1", "--out_dir", str(tmp_path)]) == 2
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "nothing does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
     assert "not a slac run directory" in capsys.readouterr().err
+
+
+def test_options_a_command_would_ignore_are_refused(tmp_path, capsys):
+    """`slac plot curves --limit 5` (curves have no images to limit), `--band` with another figure, and
+    report outputs in a folder that does not exist: refused before any work, in one line."""
+    out = str(tmp_path / "f.png")
+    assert main(["plot", "curves", str(tmp_path), "--out", out, "--limit", "5"]) == 2
+    assert "plot curves takes no --limit; its options are --band" in capsys.readouterr().err
+    assert main(["plot", "features", str(tmp_path), "--out", out, "--band"]) == 2
+    assert "plot features takes no --band" in capsys.readouterr().err
+    assert main(["plot", "histograms", str(tmp_path), "--out", out, "--layer", "x", "--band"]) == 2
+    assert "takes no --band" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--markdown", str(tmp_path / "no" / "t.md")]) == 2
+    assert "--markdown: the folder" in capsys.readouterr().err
 
 
 def test_a_crash_prints_its_traceback_and_exits_with_status_1(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -88,3 +89,72 @@ def test_torch_export_decomposes_to_standard_operators():
     assert not any("slac" in str(node.target) for node in program.graph.nodes)
     with torch.no_grad():
         assert _relative_error(program.module()(x), model(x)) < 1e-4
+
+
+def _lenet() -> nn.Module:
+    return create_model("lenet", form="ann", head="linear", num_classes=10, img_size=8, in_chans=1).eval()
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        (lambda: torch.randn(0, 1, 8, 8), "a batch of at least 1 image, got shape (0, 1, 8, 8)"),
+        (
+            lambda: [torch.randn(1, 1, 8, 8)],
+            "a tensor or a tuple of tensors, got a list; pass tuple(example)",
+        ),
+        (lambda: (), "a tensor or a tuple of tensors, got an empty tuple"),
+        (lambda: torch.randn(2, 1, 8, 8).numpy(), "got a numpy.ndarray; pass torch.from_numpy(example)"),
+        (lambda: torch.tensor(1.0), "a batch of at least 1 image, got shape ()"),
+        (lambda: torch.randn(2, 1, 8, 8).double(), "the example is torch.float64 and the model's parameters"),
+        (lambda: torch.randn(2, 1, 8, 8).long(), "the example is torch.int64 and the model's parameters"),
+        (lambda: torch.randn(2, 1, 8, 8, device="meta"), "the example is on meta and the model on cpu"),
+        (lambda: torch.randn(2, 3, 8, 8), "the model does not run on the example (shape (2, 3, 8, 8)"),
+        (
+            lambda: torch.randn(2, 1, 16, 16),
+            "the model does not run on the example (shape (2, 1, 16, 16)",
+        ),
+    ],
+    ids=[
+        "batch 0",
+        "list",
+        "empty tuple",
+        "numpy",
+        "scalar",
+        "float64",
+        "int64",
+        "device",
+        "channels",
+        "size",
+    ],
+)
+def test_the_example_is_checked_before_tracing(tmp_path, example, message):
+    model = _lenet()
+    for export in (
+        lambda: export_program(model, example()),
+        lambda: export_onnx(model, example(), tmp_path / "m.onnx"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            export()
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_batch_of_one_declared_dynamic_exports_a_dynamic_batch():
+    """torch.export specializes an axis of size 1 even where dynamic_shapes declares it dynamic."""
+    model, x = _lenet(), torch.randn(3, 1, 8, 8)
+    program = export_program(model, x[:1], dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-3)
+
+
+def test_the_model_and_the_path_are_checked_before_tracing(tmp_path):
+    with pytest.raises(ConfigError, match=r"folds an nn\.Module, got str"):
+        fold_batchnorm("model")
+    with pytest.raises(ConfigError, match=r"exports an nn\.Module, got function"):
+        export_program(lambda x: x, torch.randn(2, 1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(ConfigError, match=f"the folder {tmp_path / 'missing'} does not exist"):
+        export_onnx(_lenet(), x, tmp_path / "missing" / "m.onnx")
+    with pytest.raises(ConfigError, match=f"{tmp_path} is a directory"):
+        export_onnx(_lenet(), x, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -9,8 +9,6 @@ slac backends              which adder backends exist and which one ``auto`` pic
 slac bench adder [...]     adder layer speed and memory against conv2d and the official formulation
 slac bench train [...]     training images/s, real data pipeline against synthetic batches
 slac bench step [...]      one training step of a model in CNN vs ANN form (images/s)
-slac bench sass [...]      the Triton kernels compiled for sm_90: registers, spills, hot-loop mix
-slac bench asm [...]       the CPU kernels' machine code: vector width, accumulators, spills, per pair
 slac bench infer [...]     inference, CNN vs ANN form, slac vs onnxruntime (CPU)
 slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``slac ops --paper``
 """
@@ -69,6 +67,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             if args.config is not None:
                 raise ConfigError("--resume continues a run with its saved recipe; leave out --config")
+            if args.overwrite:
+                raise ConfigError(
+                    "--resume continues a run; --overwrite starts a new one in its place: choose one"
+                )
             trainer = Trainer(resume=args.resume, overrides=overrides)
         else:
             trainer = Trainer(load_config(args.config, overrides), overwrite=args.overwrite)
@@ -147,7 +149,7 @@ def _eval_official(args: argparse.Namespace) -> int:
     import json
 
     from slac.errors import ConfigError
-    from slac.train.trainer import evaluate_official
+    from slac.train.evaluate import evaluate_official
 
     if args.split != "test" or args.bn not in (None, "running") or args.bn_recalibration is not None:
         raise ConfigError("--official scores the test split on the checkpoint's running BatchNorm statistics")
@@ -165,10 +167,29 @@ def _eval_official(args: argparse.Namespace) -> int:
     return 0
 
 
+# The options of `slac plot` that each figure reads; another one given is an error, not ignored.
+_PLOT_OPTIONS = {
+    "features": {"split", "limit", "checkpoint"},
+    "histograms": {"split", "limit", "checkpoint", "layer"},
+    "curves": {"band"},
+}
+_PLOT_DEFAULTS = {"split": "test", "limit": 2000, "checkpoint": "last", "layer": None, "band": False}
+
+
 def _plot(args: argparse.Namespace) -> int:
     from slac.analysis import plots
     from slac.errors import ConfigError
 
+    given = sorted(key for key in _PLOT_DEFAULTS if getattr(args, key) is not None)
+    unused = [key for key in given if key not in _PLOT_OPTIONS[args.figure]]
+    if unused:
+        raise ConfigError(
+            f"plot {args.figure} takes no --{', --'.join(unused)}; its options are "
+            + ", ".join(f"--{key}" for key in sorted(_PLOT_OPTIONS[args.figure]))
+        )
+    for key, value in _PLOT_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.figure == "features":
         path = plots.plot_features(args.runs, args.out, args.split, args.limit, args.checkpoint, args.dpi)
     elif args.figure == "histograms":
@@ -188,7 +209,11 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from slac.analysis import report
+    from slac.files import check_output_file
 
+    for path, flag in ((args.markdown, "--markdown"), (args.csv, "--csv")):
+        if path is not None:
+            check_output_file(path, flag)  # before the work: a mistyped path costs nothing
     items, notes = report.experiments(args.runs)
     rows = report.summarize(items, args.baseline)
     text = report.format_report(rows, items, args.layout)
@@ -262,15 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="benchmark", required=True)
-    from slac.bench import adder, asm, infer, sass, step
+    from slac.bench import adder, infer, step
     from slac.bench import train as train_bench
 
     for name, module, summary in (
         ("adder", adder, "adder layer vs conv2d and the official formulation"),
         ("step", step, "one training step of a model in CNN vs ANN form"),
         ("train", train_bench, "training images/s with the real data pipeline vs synthetic"),
-        ("sass", sass, "the Triton kernels' sm_90 machine code, without a GPU"),
-        ("asm", asm, "the CPU kernels' x86-64 machine code: vector width, accumulators, spills"),
         ("infer", infer, "inference of a model in CNN vs ANN form, slac vs onnxruntime (CPU)"),
     ):
         command = bench.add_parser(name, help=summary)
@@ -285,14 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("runs", nargs="+", help="run directories written by slac train")
     plot.add_argument("--out", required=True, help="the PNG file to write")
-    plot.add_argument("--split", default="test", choices=("test", "train"), help="images for features")
     plot.add_argument(
-        "--limit", type=int, default=2000, help="at most this many images (features, histograms)"
+        "--split", default=None, choices=("test", "train"), help="features, histograms: the images (test)"
     )
-    plot.add_argument("--checkpoint", default="last", choices=("last", "best"))
+    plot.add_argument(
+        "--limit", type=int, default=None, help="features, histograms: at most this many images (2000)"
+    )
+    plot.add_argument(
+        "--checkpoint", default=None, choices=("last", "best"), help="features, histograms (last)"
+    )
     plot.add_argument("--layer", default=None, help="histograms: the adder layer (default: the last one)")
     plot.add_argument(
-        "--band", action="store_true", help="curves: mean over seeds per experiment, band min-max"
+        "--band",
+        action="store_true",
+        default=None,
+        help="curves: mean over seeds per experiment, band min-max",
     )
     plot.add_argument("--dpi", type=int, default=100)
     plot.set_defaults(run=_plot)
@@ -331,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except _user_errors() as error:
-        print(f"slac {command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line: YAML errors, for one, span several
+        print(f"slac {command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -20,6 +20,9 @@ The rewrite is done on the operators, not on the modules: ``decompositions()`` i
 (``torch.export.export(model, args).run_decompositions(decompositions())`` leaves no slac operator), so
 every way of calling the layers (padding "same", groups, bias, the functional form) exports as it runs.
 ``export_program`` folds and decomposes; ``export_onnx`` writes its program with ``torch.onnx.export``.
+Both check the example (a tensor or a tuple of tensors; a batch of at least one image on the model's
+device, in its dtype, that the model runs on) and the output file's folder before tracing. A model
+without adder layers exports too (there is then nothing to fold or decompose).
 Needs the ``export`` extra (onnx, onnxscript; onnxruntime to run the result).
 """
 
@@ -34,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slac.errors import ConfigError, MissingDependencyError
+from slac.errors import ConfigError, MissingDependencyError, SlacError
+from slac.files import check_output_file
 from slac.nn.adder import Adder2d, AdderLinear
 
 __all__ = [
@@ -108,6 +112,8 @@ class ChannelAffine(nn.Module):
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Every BatchNorm registered right after an adder layer (in its parent) replaced, in place, by the
     per-channel scale and shift it computes in evaluation mode (``ChannelAffine``); returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"fold_batchnorm: folds an nn.Module, got {_type_name(model)}")
     for parent in model.modules():
         children = list(parent.named_children())
         for (_, previous), (name, child) in itertools.pairwise(children):
@@ -130,17 +136,82 @@ def decompositions() -> dict[Any, Any]:
     return {torch.ops.slac.adder2d.default: adder2d, torch.ops.slac.adder_linear.default: adder_linear}
 
 
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _example_args(model: nn.Module, example: Any) -> tuple[Any, ...]:
+    """``example`` as the positional arguments ``torch.export`` takes, checked against ``model`` before
+    tracing: a bad example otherwise fails inside torch._dynamo, in words about its internals."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"export: exports an nn.Module, got {_type_name(model)}")
+    if isinstance(example, Tensor):
+        args = (example,)
+    elif isinstance(example, tuple) and example and isinstance(example[0], Tensor):
+        args = example
+    else:
+        if isinstance(example, tuple):
+            got = (
+                f"a tuple whose first element is a {_type_name(example[0])}" if example else "an empty tuple"
+            )
+        else:
+            got = f"a {_type_name(example)}"
+        if isinstance(example, list):
+            got += "; pass tuple(example)"
+        elif type(example).__module__ == "numpy":
+            got += "; pass torch.from_numpy(example)"
+        raise ConfigError(f"export: the example must be a tensor or a tuple of tensors, got {got}")
+    images = args[0]
+    if images.dim() == 0 or images.shape[0] < 1:
+        raise ConfigError(
+            f"export: the example must be a batch of at least 1 image, got shape {tuple(images.shape)}"
+        )
+    tensors = [*model.parameters(), *model.buffers()]
+    devices = {t.device for t in tensors}
+    if len(devices) == 1 and images.device not in devices:
+        (device,) = devices
+        raise ConfigError(
+            f"export: the example is on {images.device} and the model on {device}; "
+            f"pass example.to('{device}')"
+        )
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    if len(dtypes) == 1 and images.dtype not in dtypes:
+        (dtype,) = dtypes
+        raise ConfigError(
+            f"export: the example is {images.dtype} and the model's parameters {dtype}; "
+            f"pass example.to({dtype})"
+        )
+    return args
+
+
 def export_program(model: nn.Module, example: Tensor | tuple[Tensor, ...], **kwargs: Any) -> Any:
     """``model`` in evaluation mode, BatchNorms after adder layers folded, as a ``torch.export`` program
     in which the adder operators are decomposed into standard ones (``decompositions()``); ``model``
     itself is left as it is. The batch axis is dynamic unless ``dynamic_shapes`` says otherwise;
-    ``kwargs`` go to ``torch.export.export``. ``.module()`` of the result runs it in PyTorch."""
-    args = example if isinstance(example, tuple) else (example,)
-    if "dynamic_shapes" not in kwargs:
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},) + (None,) * (len(args) - 1)
-        if args[0].shape[0] == 1:  # torch.export specializes a size-1 axis: trace with the image twice
-            args = (torch.cat([args[0], args[0]]), *args[1:])
+    ``kwargs`` go to ``torch.export.export``. ``.module()`` of the result runs it in PyTorch.
+
+    The example (a batch of at least one image, on the model's device and in its dtype) is checked, and
+    the folded model run on it once, before tracing: a mistake is a ``ConfigError`` that names it."""
+    args = _example_args(model, example)
     folded = fold_batchnorm(copy.deepcopy(model).eval())
+    with torch.no_grad():
+        try:
+            folded(*args)
+        except (RuntimeError, ValueError, TypeError) as error:
+            if isinstance(error, SlacError | NotImplementedError):
+                raise
+            raise ConfigError(
+                f"export: the model does not run on the example (shape {tuple(args[0].shape)}, "
+                f"{args[0].dtype}): {error}"
+            ) from error
+    shapes = kwargs.setdefault(
+        "dynamic_shapes", ({0: torch.export.Dim("batch")},) + (None,) * (len(args) - 1)
+    )
+    first = next(iter(shapes.values() if isinstance(shapes, dict) else shapes or ()), None)
+    if isinstance(first, dict) and 0 in first and args[0].shape[0] == 1:
+        # torch.export specializes an axis of size 1, even one declared dynamic: trace with the image twice
+        args = (torch.cat([args[0], args[0]]), *args[1:])
     with torch.no_grad():
         return torch.export.export(folded, args, **kwargs).run_decompositions(decompositions())
 
@@ -158,6 +229,6 @@ def export_onnx(
         raise MissingDependencyError(
             f"ONNX export needs onnx and onnxscript: pip install slac[export] ({error})"
         ) from None
-    path = Path(path)
+    path = check_output_file(path, "export")
     torch.onnx.export(export_program(model, example, **kwargs), dynamo=True).save(str(path))
     return path

@@ -20,6 +20,7 @@ from slac.analysis import (
 )
 from slac.analysis.ops import format_like
 from slac.cli import main as slac_main
+from slac.errors import ConfigError
 from slac.heads import create_head, list_heads
 from slac.models import create_model
 from slac.nn import Adder2d, AdderLinear, BinaryConv2d, BinaryLinear
@@ -188,5 +189,53 @@ def test_cli_model_args_dataset_and_errors(capsys):
     assert "embedding.0" in capsys.readouterr().out
     assert slac_main(["ops", "resnet20", "--head", "slac", "--dataset", "cifar100", "--totals-only"]) == 0
     assert "461,568" in capsys.readouterr().out  # first conv 442,368 + SLAC head 3 K d = 3 * 100 * 64
-    with pytest.raises(SystemExit, match="unknown model"):
-        slac_main(["ops", "resnet21"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["resnet21"], "unknown model 'resnet21'; known models: lenet"),
+        ([], "give a MODEL"),
+        (["resnet20", "--model-arg", "x"], "--model-arg expects KEY=VALUE (e.g. shortcut=identity), got 'x'"),
+        (["resnet20", "--model-arg", "=3"], "--model-arg expects KEY=VALUE"),
+        (["resnet20", "--model-arg", "foo=1"], "unexpected keyword argument 'foo'"),
+        (["resnet20", "--num-classes", "0"], "num_classes must be an integer >= 2"),
+        (["lenet", "--model-arg", "img_size=0"], "img_size"),
+        (["vgg_small", "--model-arg", "img_size=16"], "needs img_size 32"),
+        (["resnet20", "--model-arg", "in_chans=0"], "in_chans: cifar10 has 3 channels, got 0"),
+        (["resnet20", "--paper"], "--paper"),
+        (["resnet20", "--json", "{tmp}/missing/ops.json"], "does not exist"),
+        (["resnet20", "--json", "{tmp}"], "is a directory; give a file name in it"),
+        (["--paper", "--json", "{tmp}/missing/paper.json"], "does not exist"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else " ".join(value) or "no model",
+)
+def test_cli_mistakes_are_one_line_and_status_2(capsys, tmp_path, argv, message):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert slac_main(["ops", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "Traceback" not in captured.err and not captured.out  # refused before counting
+    assert list(tmp_path.iterdir()) == []  # no folder created, no file written
+
+
+def test_cli_dataset_gives_the_input_channels(tmp_path):
+    """LeNet++ (a 1-channel model by default) on CIFAR-10 is counted on 3 channels, as ``slac train``
+    builds it, rather than failing on the meta device."""
+    out = tmp_path / "ops.json"
+    assert slac_main(["ops", "lenet", "--dataset", "cifar10", "--json", str(out)]) == 0
+    expected = count_ops(_meta_model("lenet", in_chans=3, img_size=32), (3, 32, 32))
+    assert json.loads(out.read_text())["add"] == expected.add
+
+
+def test_count_ops_refuses_sizes_the_model_cannot_take():
+    model = _meta_model("resnet20", form="ann")
+    with pytest.raises(ConfigError, match=r"cannot run on one image of 1x32x32"):
+        count_ops(model, (1, 32, 32))  # a 3-channel model
+    with pytest.raises(ConfigError, match=r"cannot run on one image of 1x4x4"):
+        count_ops(_meta_model("lenet", img_size=8, in_chans=1), (1, 4, 4))  # too small to flatten
+    for size in ((3, 32.5, 32), (3, "32", 32), "abc", (3, True, 32)):
+        with pytest.raises(ConfigError, match="input_size must be"):
+            count_ops(model, size)
+    with pytest.raises(ConfigError, match="unknown energy table 'nope'; known: 45nm-fp32, 45nm-int32"):
+        count_ops(model, (3, 32, 32)).energy_pj("nope")

@@ -36,7 +36,8 @@ def png_size(path):
 )
 def test_plot_writes_a_png_of_the_expected_size(tiny_run, tmp_path, figure, runs, panels, capsys):
     out = tmp_path / f"{figure}.png"
-    assert main(["plot", figure, *[str(tiny_run)] * runs, "--out", str(out), "--limit", "100"]) == 0
+    limit = [] if figure == "curves" else ["--limit", "100"]  # curves have no images to limit
+    assert main(["plot", figure, *[str(tiny_run)] * runs, "--out", str(out), *limit]) == 0
     assert out.stat().st_size > 10_000
     assert png_size(out) == expected_size(panels)
     if figure == "histograms":
@@ -99,3 +100,90 @@ def test_bands_are_the_mean_and_the_range_over_seeds(tmp_path):
     out = tmp_path / "bands.png"
     assert main(["plot", "curves", *map(str, runs), "--band", "--out", str(out)]) == 0
     assert png_size(out) == expected_size(2)
+
+
+def test_a_missing_folder_is_refused_and_none_is_created(tmp_path, capsys):
+    from slac.analysis import plots
+    from slac.errors import ConfigError
+
+    run = _fabricated_curve_run(tmp_path, "a0", 0, [50.0, 70.0], [10.0, 20.0])
+    out = tmp_path / "figures" / "deeper" / "curves.png"
+    assert main(["plot", "curves", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the folder {out.parent} does not exist; create it first" in err
+    assert not (tmp_path / "figures").exists()
+    with pytest.raises(ConfigError, match="does not exist"):
+        plots.plot_curves([run], out)
+    assert not (tmp_path / "figures").exists()
+    (tmp_path / "figures").mkdir()
+    assert main(["plot", "curves", str(run), "--out", str(tmp_path / "figures" / "curves.png")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}", "is a directory; give a file name in it"),
+        ("{tmp}/curves", "must end in .png"),
+        ("{tmp}/curves.pdf", "must end in .png"),
+        ("{tmp}/curves.txt", "must end in .png"),
+        ("{tmp}/a0/metrics.csv/curves.png", "is a file, not a folder"),
+    ],
+    ids=["directory", "no suffix", "pdf", "txt", "parent is a file"],
+)
+def test_the_output_must_be_a_png_file_in_an_existing_folder(tmp_path, capsys, out, message):
+    run = _fabricated_curve_run(tmp_path, "a0", 0, [50.0, 70.0], [10.0, 20.0])
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["plot", "curves", str(run), "--out", out.replace("{tmp}", str(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(tmp_path.rglob("*")) == before and not (tmp_path.parent / f"{tmp_path.name}.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("figure", "flags", "message"),
+    [
+        ("features", ["--limit", "0"], "limit must be None or an integer >= 1, got 0"),
+        ("histograms", ["--limit", "-5"], "limit must be None or an integer >= 1, got -5"),
+        ("curves", ["--dpi", "0"], "dpi must be an integer >= 1"),
+        ("curves", ["--dpi", "100000"], "1000000x450000 pixels image; "),
+        ("curves", ["--dpi", "6554"], "give a dpi of at most 6553"),  # 2 panels of 5 inches: 65,530 pixels
+    ],
+)
+def test_limit_and_dpi_are_checked_before_any_work(tmp_path, capsys, figure, flags, message):
+    run = _fabricated_curve_run(tmp_path, "a0", 0, [50.0, 70.0], [10.0, 20.0])  # no checkpoint needed
+    assert main(["plot", figure, str(run), *flags, "--out", str(tmp_path / "x.png")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_every_run_is_checked_before_the_first_panel(tiny_run, tmp_path, capsys):
+    out = str(tmp_path / "x.png")
+    assert main(["plot", "features", str(tiny_run), str(tmp_path / "missing"), "--out", out]) == 2
+    assert f"{tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    assert main(["plot", "histograms", str(checkpoint), "--out", out]) == 2
+    assert f"{checkpoint} is a file; give a run directory" in capsys.readouterr().err
+
+
+def test_band_curves_of_a_run_without_epochs_are_refused(tmp_path, capsys):
+    run = _fabricated_curve_run(tmp_path, "a0", 0, [50.0, 70.0], [10.0, 20.0])
+    (run / "metrics.csv").unlink()
+    for band in ([], ["--band"]):
+        assert main(["plot", "curves", str(run), *band, "--out", str(tmp_path / "x.png")]) == 2
+        assert "metrics.csv has no epochs yet" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_one_path_where_a_list_of_runs_is_expected_is_refused(tmp_path):
+    """A string is a sequence too: each of its characters would be read as a run directory."""
+    from slac.analysis import plots, report
+    from slac.errors import ConfigError
+
+    run = _fabricated_curve_run(tmp_path, "a0", 0, [50.0, 70.0], [10.0, 20.0])
+    for call in (
+        lambda: plots.plot_curves(str(run), tmp_path / "x.png"),
+        lambda: plots.plot_features(run, tmp_path / "x.png"),
+        lambda: report.experiments(str(run)),
+    ):
+        with pytest.raises(ConfigError, match=r"a list of run directories, e\.g\. \[.*a0'?\]"):
+            call()

@@ -81,8 +81,10 @@ def test_errors(runs, tmp_path):
     items, _ = report.experiments(runs)
     with pytest.raises(ValueError, match="matches 0 experiments"):
         report.summarize(items, "BNN")
-    with pytest.raises(FileNotFoundError, match="not a slac run directory"):
+    with pytest.raises(FileNotFoundError, match="nothing does not exist"):
         report.experiments([tmp_path / "nothing"])
+    with pytest.raises(FileNotFoundError, match="not a slac run directory"):
+        report.experiments([tmp_path])
     with pytest.raises(ValueError, match="none of the given runs has finished"):
         report.experiments([runs[-1]])
     assert main(["report", str(tmp_path / "nothing")]) == 2
@@ -233,4 +235,88 @@ def test_welch_says_its_groups_when_they_are_not_the_pairs_and_ambiguous_arms_ar
         lambda: report.summarize(items, "SLAC-ANN"),
     ):
         with pytest.raises(ValueError, match=r"matches several experiments of lenet on digits .*full label"):
+            call()
+
+
+def test_a_method_name_is_not_matched_inside_another(tmp_path):
+    """ "ANN" names the ANN method: with no ANN runs it matches nothing, not the SLAC-ANN whose label
+    contains the letters."""
+    paths = [fabricate(tmp_path, f"slac{seed}", 90.0 + seed, seed=seed, head="slac") for seed in (0, 1)]
+    paths.append(fabricate(tmp_path, "cnn0", 95.0, form="cnn", head="linear"))
+    items, _ = report.experiments(paths)
+    with pytest.raises(ValueError, match="'ANN' matches 0 experiments"):
+        report.summarize(items, "ANN")
+    with pytest.raises(ValueError, match="'ANN' matches 0 experiments"):
+        report.compare(items, ["ANN:CNN"])
+    rows = report.compare(items, ["slac-ann:cnn"])  # a method in another case is still that method
+    assert (rows[0]["method_a"], rows[0]["method_b"]) == ("SLAC-ANN", "CNN")
+    cnn = report.summarize(items, "SLAC")[0]  # a part of a label
+    assert cnn["method"] == "CNN" and cnn["diff"] == pytest.approx(95.0 - 90.5)
+
+
+def test_one_run_directory_given_twice_counts_once(runs):
+    items, notes = report.experiments([runs[0], runs[0], runs[0].parent / "." / runs[0].name, *runs[1:]])
+    slac = next(e for e in items if e.method == "SLAC-ANN")
+    assert slac.n == 3 and slac.seeds == [0, 1, 2]
+    assert [note for note in notes if "given more than once" in note] == [
+        f"{runs[0]}: given more than once; counted once"
+    ] * 2
+
+
+def test_empty_inputs_are_refused():
+    with pytest.raises(ValueError, match="give at least one run directory"):
+        report.experiments([])
+    with pytest.raises(ValueError, match="needs at least one value in each group"):
+        report.difference_interval([], [1.0])
+
+
+def test_comparing_an_experiment_with_itself_says_so(runs):
+    items, _ = report.experiments(runs)
+    with pytest.raises(ValueError, match="both arms are the experiment 'lenet ANN digits'"):
+        report.compare(items, ["ANN:ANN"])
+
+
+def test_table4_names_the_loss_weights_each_head_uses(tmp_path):
+    """The SL head has no angle constraint (beta 0 whatever its options say nothing about); heads without
+    SL parameters are named by their method, not given SL flags they do not have."""
+    paths = [
+        fabricate(tmp_path, "sl", 91.0, head="sl"),
+        fabricate(tmp_path, "slac", 92.0, head="slac"),
+        fabricate(tmp_path, "frozen", 90.0, head="slac", head_options={"learn_skewness": False}),
+        fabricate(tmp_path, "ann", 89.0, head="linear"),
+        fabricate(tmp_path, "cnn", 95.0, form="cnn", head="linear"),
+    ]
+    items, _ = report.experiments(paths)
+    table = report.format_report(report.summarize(items), items, "table4").splitlines()
+    assert table[2:] == [
+        "| ANN | digits | 89.00 ± n/a (n=1) |",
+        "| CNN | digits | 95.00 ± n/a (n=1) |",
+        "| location learned, covariance learned, skewness learned; lambda 0.01, beta 0.0 | digits "
+        "| 91.00 ± n/a (n=1) |",
+        "| location learned, covariance learned, skewness fixed; lambda 0.01, beta 0.1 | digits "
+        "| 90.00 ± n/a (n=1) |",
+        "| location learned, covariance learned, skewness learned; lambda 0.01, beta 0.1 | digits "
+        "| 92.00 ± n/a (n=1) |",
+    ]  # sorted by label: ANN, CNN, SL-ANN, then the SLAC-ANN labels with their head_options
+
+
+def test_compare_takes_full_labels_that_contain_a_colon(runs, tmp_path):
+    """Labels name the recipe keys that tell experiments apart, and dict values print with ": "."""
+    ablation = [fabricate(tmp_path, f"beta0_{seed}", 91.0 + seed, seed=seed, head="slac",
+                          head_options={"angle_weight": 0.0}) for seed in (0, 1, 2)]  # fmt: skip
+    items, _ = report.experiments([*runs, *ablation])
+    label = "lenet SLAC-ANN digits, head_options={'angle_weight': 0.0}"
+    (row,) = report.compare(items, [f"{label}:ANN"])
+    assert (row["a"], row["b"], row["paired"]["diff"]) == (label, "lenet ANN digits", pytest.approx(3.0))
+    (row,) = report.compare(items, [f"ANN:{label}"])
+    assert row["a"] == "lenet ANN digits" and row["b"] == label
+    with pytest.raises(ValueError, match="takes A:B"):
+        report.compare(items, ["ANN:CNN:SLAC-ANN"])
+
+
+def test_an_empty_name_selects_nothing(runs):
+    """An empty part of a label would be in every label: it is refused, not matched everywhere."""
+    items, _ = report.experiments(runs)
+    for call in (lambda: report.summarize(items, ""), lambda: report.compare(items, [" :ANN"])):
+        with pytest.raises(ValueError, match="give a method or an experiment label"):
             call()

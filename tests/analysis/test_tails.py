@@ -84,3 +84,19 @@ def test_figure1_fits_of_a_trained_run_use_its_last_adder_layer_and_running_stat
     model.train()  # the batch's own statistics give other features, so the check above can fail
     batch_features, _ = collect_features(model, saved, "test", 100)
     assert distribution_fits(batch_features.double().numpy()) != fits["features"]
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True])
+def test_figure1_fits_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit):
+    """Checked before the run is read: 0 used to fail inside torch.cat, -5 to score all but 5 images."""
+    from slac.analysis.tails import figure1_fits
+    from slac.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="limit must be None or an integer >= 1"):
+        figure1_fits(tmp_path / "no-run", limit=limit)
+
+
+def test_an_empty_layer_name_is_not_the_default_layer():
+    ann = create_model("lenet", form="ann", num_classes=10, img_size=8)
+    with pytest.raises(ValueError, match="layer '' is not an adder layer"):
+        weight_layer(ann, "")

@@ -63,9 +63,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -161,8 +163,7 @@ class OpCount:
 
     def energy_pj(self, table: str | EnergyTable = "45nm-fp32") -> float:
         """Energy of the counted operations in picojoules (see ``ENERGY_TABLES``)."""
-        table = ENERGY_TABLES[table] if isinstance(table, str) else table
-        return table.energy_pj(self.mul, self.add, self.xnor)
+        return _energy_table(table).energy_pj(self.mul, self.add, self.xnor)
 
     def as_dict(self, table: str = "45nm-fp32") -> dict:
         return {
@@ -171,7 +172,7 @@ class OpCount:
             "add": self.add,
             "xnor": self.xnor,
             "energy_uj": self.energy_pj(table) / 1e6,
-            "energy_table": asdict(ENERGY_TABLES[table]),
+            "energy_table": asdict(_energy_table(table)),
             "layers": [asdict(layer) for layer in self.layers],
         }
 
@@ -190,9 +191,17 @@ class OpCount:
         lines.append(f"{'total':32s} {'':7s} {'':>18s} {self.mul:>15,d} {self.add:>15,d} {self.xnor:>15,d}")
         human = f"{_human(self.mul):>15s} {_human(self.add):>15s} {_human(self.xnor):>15s}"
         lines.append(f"{'':32s} {'':7s} {'':>18s} {human}")
-        energy = ENERGY_TABLES[table]
+        energy = _energy_table(table)
         lines.append(f"energy: {self.energy_pj(energy) / 1e6:.2f} uJ per image ({energy.source})")
         return "\n".join(lines)
+
+
+def _energy_table(table: str | EnergyTable) -> EnergyTable:
+    if isinstance(table, EnergyTable):
+        return table
+    if table not in ENERGY_TABLES:
+        raise ConfigError(f"unknown energy table {table!r}; known: {', '.join(sorted(ENERGY_TABLES))}")
+    return ENERGY_TABLES[table]
 
 
 def _human(count: int) -> str:
@@ -288,9 +297,7 @@ def count_ops(model: nn.Module, input_size: tuple[int, ...]) -> OpCount:
     forward hook reads each counted layer's output shape. A head ends the pass: it is counted by its
     formula (``head_ops``) and what follows it (the BN on logits) is not counted.
     """
-    input_size = tuple(int(s) for s in input_size)
-    if len(input_size) != 3 or min(input_size) < 1:
-        raise ConfigError(f"input_size must be (C, H, W) with positive entries, got {input_size}")
+    input_size = _image_size(input_size)
     records: list[LayerOps] = []
     handles = []
 
@@ -330,12 +337,34 @@ def count_ops(model: nn.Module, input_size: tuple[int, ...]) -> OpCount:
         functional_call(model, state, (torch.empty(1, *input_size, device="meta"),), strict=False)
     except _HeadReached:
         pass
+    except (RuntimeError, ValueError) as error:
+        # On the meta device nothing is computed: what fails is a shape the model cannot take (channels,
+        # a flattened size, a kernel larger than its input). An operator without a meta kernel is a bug.
+        if isinstance(error, NotImplementedError):
+            raise
+        raise ConfigError(
+            f"{type(model).__name__} cannot run on one image of {'x'.join(map(str, input_size))} ({error}); "
+            "give the (C, H, W) it was built for"
+        ) from error
     finally:
         for module, training in modes.items():
             module.training = training
         for handle in handles:
             handle.remove()
     return OpCount(input_size, tuple(records))
+
+
+def _image_size(input_size: Any) -> tuple[int, int, int]:
+    """``input_size`` as (C, H, W) of positive integers; anything else (a float, a string) is refused
+    rather than rounded."""
+    try:
+        entries = tuple(input_size)
+        size = tuple(operator.index(s) for s in entries)
+    except TypeError:
+        entries = size = ()
+    if len(size) != 3 or any(isinstance(s, bool) for s in entries) or min(size) < 1:
+        raise ConfigError(f"input_size must be (C, H, W), three positive integers, got {input_size!r}")
+    return size  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------- Tables 1-2
@@ -478,7 +507,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--form", default="ann", choices=("cnn", "ann", "bnn"))
     parser.add_argument("--head", default="linear", help="a registered head (slac.heads.list_heads())")
     parser.add_argument(
-        "--dataset", choices=sorted(DATASETS), help="input size and classes (default: the model's)"
+        "--dataset",
+        choices=sorted(DATASETS),
+        help="input size, channels included (as slac train builds the model), and classes "
+        "(default: the model's)",
     )
     parser.add_argument("--num-classes", type=int, help="override the dataset's class count")
     parser.add_argument(
@@ -498,7 +530,7 @@ def _parse_model_args(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--model-arg expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--model-arg expects KEY=VALUE (e.g. shortcut=identity), got {item!r}")
         try:
             kwargs[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -506,11 +538,55 @@ def _parse_model_args(items: list[str]) -> dict:
     return kwargs
 
 
-def main(args: argparse.Namespace) -> int:
-    """``slac ops``: print the counts of one model, or the comparison with Tables 1-2 (``--paper``)."""
+def _build_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, int, int], int]:
+    """The model of ``slac ops`` on the meta device, as ``slac train`` builds it for the dataset: the
+    dataset sets the input channels and, for models that flatten their last feature map, ``img_size``."""
     from slac.models import create_model, model_cfg
 
+    cfg = model_cfg(args.model)
+    dataset = args.dataset or cfg.dataset
+    input_size, num_classes = DATASETS[args.dataset] if args.dataset else (cfg.input_size, cfg.num_classes)
+    if args.num_classes is not None:
+        num_classes = args.num_classes
+    kwargs = _parse_model_args(args.model_arg)
+    kwargs.setdefault("in_chans", input_size[0])
+    if kwargs["in_chans"] != input_size[0]:
+        raise ConfigError(
+            f"--model-arg in_chans: {dataset} has {input_size[0]} channels, got {kwargs['in_chans']!r}"
+        )
+    if cfg.fixed_input_size:
+        kwargs.setdefault("img_size", input_size[1])
+        if kwargs["img_size"] != input_size[1]:
+            raise ConfigError(
+                f"--model-arg img_size: {args.model} flattens its last feature map, so it needs img_size "
+                f"{input_size[1]} for {dataset}'s {input_size[1]}x{input_size[2]} images, got "
+                f"{kwargs['img_size']!r}"
+            )
+    try:
+        with torch.device("meta"):
+            model = create_model(
+                args.model, form=args.form, head=args.head, num_classes=num_classes, **kwargs
+            )
+    except (TypeError, ValueError) as error:  # an unknown keyword or an invalid value, as slac train says
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{args.model}: {error}") from error
+    return model, input_size, num_classes
+
+
+def main(args: argparse.Namespace) -> int:
+    """``slac ops``: print the counts of one model, or the comparison with Tables 1-2 (``--paper``)."""
+    from slac.files import check_output_file
+
+    json_path = check_output_file(args.json, "--json") if args.json else None
     if args.paper:
+        given = [flag for flag, value in (("MODEL", args.model), ("--dataset", args.dataset),
+                 ("--num-classes", args.num_classes), ("--model-arg", args.model_arg))
+                 if value not in (None, [])]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"--paper counts the models of Tables 1-2 as printed; leave out {', '.join(given)}"
+            )
         results = paper_comparison()
         columns = f"{'paper':>9s} {'ours':>9s} {'exact':>15s}"
         print(f"{'table':5s} {'network':10s} {'method':9s} {'col':5s} {columns}  note")
@@ -526,32 +602,23 @@ def main(args: argparse.Namespace) -> int:
             f"{agree}/{len(counted)} nonzero entries agree (all zero entries do); the others are explained "
             "in slac.analysis.ops.PAPER_DISCREPANCIES"
         )
-        if args.json:
-            with open(args.json, "w") as f:
+        if json_path:
+            with open(json_path, "w") as f:
                 json.dump(results, f, indent=2)
         return 0
     if args.model is None:
-        raise SystemExit("slac ops: give a MODEL (or --paper)")
-    try:
-        cfg = model_cfg(args.model)
-    except ValueError as error:
-        raise SystemExit(f"slac ops: {error}") from None
-    input_size, num_classes = DATASETS[args.dataset] if args.dataset else (cfg.input_size, cfg.num_classes)
-    if args.num_classes is not None:
-        num_classes = args.num_classes
-    kwargs = _parse_model_args(args.model_arg)
-    if cfg.fixed_input_size:
-        kwargs.setdefault("img_size", input_size[1])
-    with torch.device("meta"):
-        model = create_model(args.model, form=args.form, head=args.head, num_classes=num_classes, **kwargs)
+        from slac.models import list_models
+
+        raise ConfigError(f"give a MODEL ({', '.join(list_models())}) or --paper")
+    model, input_size, num_classes = _build_model(args)
     ops = count_ops(model, input_size)
     print(
         f"{args.model} form={args.form} head={args.head} input={'x'.join(map(str, input_size))} "
         f"classes={num_classes}"
     )
     print(ops.format(per_layer=not args.totals_only, table=args.energy))
-    if args.json:
-        with open(args.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(
                 {"model": args.model, "form": args.form, "head": args.head, **ops.as_dict(args.energy)},
                 f,

@@ -9,7 +9,9 @@
                                    the mean over seeds per experiment with a min-max band)
 
 Every figure has a title, labelled axes and a legend, and is written at ``dpi`` with a fixed size
-(``FIGURE_WIDTH`` inches per panel by ``FIGURE_HEIGHT``), so its pixel size is known in advance.
+(``FIGURE_WIDTH`` inches per panel by ``FIGURE_HEIGHT``), so its pixel size is known in advance. The
+output is a ``.png`` file in a folder that exists (none is created); it, the runs, ``limit`` and ``dpi``
+are checked before anything is computed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from slac.analysis.report import check_run_list, experiments
 from slac.analysis.runs import collect_features, load_model, load_run
+from slac.analysis.tails import check_limit
 from slac.errors import ConfigError, MissingDependencyError, RunError
+from slac.files import check_output_file
 from slac.train.config import other_bn
 
-__all__ = ["FIGURE_HEIGHT", "FIGURE_WIDTH", "plot_curves", "plot_features", "plot_histograms"]
+__all__ = [
+    "FIGURE_HEIGHT",
+    "FIGURE_WIDTH",
+    "plot_curves",
+    "plot_features",
+    "plot_histograms",
+]
 
 FIGURE_WIDTH = 5.0  # inches per panel
 FIGURE_HEIGHT = 4.5
@@ -46,10 +57,28 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(figure: Any, out: str | Path, dpi: int) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=dpi)  # no bbox "tight": the pixel size stays panels * FIGURE_WIDTH * dpi
+def _check_dpi(dpi: int, panels: int) -> None:
+    """A positive dpi that gives an image the Agg renderer can draw (under 2^16 pixels a side)."""
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 1:
+        raise ConfigError(f"dpi must be an integer >= 1, got {dpi!r}")
+    width, height = expected_size(panels, dpi)
+    if max(width, height) >= 2**16:
+        largest = math.floor((2**16 - 1) / (panels * FIGURE_WIDTH))
+        raise ConfigError(
+            f"dpi {dpi} gives a {width}x{height} pixels image; the PNG renderer draws under 65536 pixels a "
+            f"side, so give a dpi of at most {largest}"
+        )
+
+
+def _check_runs(runs: list[str | Path]) -> list[Path]:
+    """Every run, read before any is drawn: a mistake in the last one costs nothing."""
+    return [load_run(run).path for run in runs]
+
+
+def _save(figure: Any, out: Path, dpi: int) -> Path:
+    # no bbox "tight": the pixel size stays panels * FIGURE_WIDTH * dpi; the format is PNG whatever the
+    # name (check_output_file has made sure it ends in .png)
+    figure.savefig(out, dpi=dpi, format="png")
     _pyplot().close(figure)
     return out
 
@@ -80,14 +109,20 @@ def _head_geometry(head: torch.nn.Module) -> dict[str, np.ndarray]:
     return geometry
 
 
-def _feature_panel(axes: Any, run_path: Path, split: str, limit: int | None, checkpoint: str) -> None:
-    plt = _pyplot()
+def _two_dimensional_model(run_path: Path, checkpoint: str) -> tuple[torch.nn.Module, Any]:
     model, config = load_model(run_path, checkpoint)
     if model.num_features != 2:
         raise RunError(
             f"{run_path}: its features have {model.num_features} dimensions; the feature plot needs a 2-D "
             "feature layer (train with --model_options.feature_dim 2, e.g. configs/fig3/)"
         )
+    return model, config
+
+
+def _feature_panel(
+    axes: Any, run_path: Path, model: torch.nn.Module, config: Any, split: str, limit: int | None
+) -> None:
+    plt = _pyplot()
     features, labels = collect_features(model, config, split, limit)
     x, y = features[:, 0].numpy(), features[:, 1].numpy()
     num_classes = model.num_classes
@@ -159,13 +194,16 @@ def plot_features(
 ) -> Path:
     """Figure 3: one panel per run with 2-D features (``feature_dim: 2``) and the head's distributions."""
     plt = _pyplot()
-    if not runs:
-        raise ConfigError("plot features: give at least one run directory")
+    runs = check_run_list(runs, "plot features")
+    out = check_output_file(out, "plot features", ".png")
+    check_limit(limit)
+    _check_dpi(dpi, len(runs))
+    models = [(run, *_two_dimensional_model(run, checkpoint)) for run in _check_runs(runs)]
     figure, panels = plt.subplots(
         1, len(runs), figsize=(FIGURE_WIDTH * len(runs), FIGURE_HEIGHT), squeeze=False, layout="constrained"
     )
-    for axes, run in zip(panels[0], runs, strict=True):
-        _feature_panel(axes, Path(run), split, limit, checkpoint)
+    for axes, (run, model, config) in zip(panels[0], models, strict=True):
+        _feature_panel(axes, run, model, config, split, limit)
     panels[0][-1].legend(title="class", fontsize=7, markerscale=3, loc="upper right", ncols=2)
     figure.suptitle(
         f"2-D features ({split} split); x: means, ellipses: 1 sigma, arrows: skewness", fontsize=9
@@ -217,6 +255,10 @@ def plot_histograms(
     from slac.analysis.tails import weight_layer
 
     plt = _pyplot()
+    out = check_output_file(out, "plot histograms", ".png")
+    check_limit(limit)
+    _check_dpi(dpi, 2)
+    (run,) = _check_runs([run])
     model, config = load_model(run, checkpoint)
     chosen, module, kind = weight_layer(model, layer)
     weights = module.weight.detach().float().flatten().numpy()
@@ -243,11 +285,12 @@ def plot_histograms(
 def _plot_bands(runs: list[str | Path], train_axes: Any, test_axes: Any) -> tuple[set[str], set[str]]:
     """One line per experiment (runs differing only in the seed): the mean over seeds per epoch, with a
     band from the lowest to the highest seed."""
-    from slac.analysis.report import experiments
-
     items, notes = experiments(runs)
     for note in notes:
         warnings.warn(note, stacklevel=3)
+    for run in (run for e in items for run in e.runs):
+        if not run.metrics:
+            raise RunError(f"{run.path}: metrics.csv has no epochs yet")
     headlines, dashed = set(), set()
     for e in items:
         other = other_bn(e.config.eval_bn)
@@ -279,8 +322,9 @@ def plot_curves(runs: list[str | Path], out: str | Path, dpi: int = DPI, band: b
     """Figure 4 (a, b): train and test top-1 per epoch, one line per run; with ``band``, one line per
     experiment (the mean over its seeds) with a band from the lowest to the highest seed."""
     plt = _pyplot()
-    if not runs:
-        raise ConfigError("plot curves: give at least one run directory")
+    runs = check_run_list(runs, "plot curves")
+    out = check_output_file(out, "plot curves", ".png")
+    _check_dpi(dpi, 2)
     if band:
         figure, (train_axes, test_axes) = plt.subplots(
             1, 2, figsize=(2 * FIGURE_WIDTH, FIGURE_HEIGHT), layout="constrained"

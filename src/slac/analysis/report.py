@@ -37,6 +37,7 @@ from slac.train.config import other_bn
 
 __all__ = [
     "Experiment",
+    "check_run_list",
     "compare",
     "difference_interval",
     "experiments",
@@ -96,13 +97,17 @@ def _std(values: list[float]) -> float:
     return math.sqrt(sum((a - mean) ** 2 for a in values) / (len(values) - 1))
 
 
+_ANN_METHODS = {"linear": "ANN", "slac": "SLAC-ANN", "sl": "SL-ANN", "lgm": "LGM-ANN", "mom": "MoM-ANN",
+                "lsoftmax": "L-Softmax-ANN"}  # fmt: skip
+METHODS = ("CNN", "BNN", *_ANN_METHODS.values())
+"""The paper's method names (``method_name``); other heads give "ANN (head)", "CNN (head)"."""
+
+
 def method_name(config: Any) -> str:
     """The paper's name of a (form, head) pair: CNN, BNN, ANN, SLAC-ANN, or ANN with another head."""
     if config.form != "ann":
         return config.form.upper() + ("" if config.head == "linear" else f" ({config.head})")
-    names = {"linear": "ANN", "slac": "SLAC-ANN", "sl": "SL-ANN", "lgm": "LGM-ANN", "mom": "MoM-ANN",
-             "lsoftmax": "L-Softmax-ANN"}  # fmt: skip
-    return names.get(config.head, f"ANN ({config.head})")
+    return _ANN_METHODS.get(config.head, f"ANN ({config.head})")
 
 
 def _label(config: Any, varying: set[str]) -> str:
@@ -112,12 +117,28 @@ def _label(config: Any, varying: set[str]) -> str:
     return ", ".join(parts)
 
 
+def check_run_list(paths: Any, what: str) -> list[Path]:
+    """``paths`` as a non-empty list of run directories; one path alone is refused, not read as the list
+    of its characters."""
+    if isinstance(paths, str | Path):
+        raise ConfigError(f"{what}: give a list of run directories, e.g. [{str(paths)!r}]")
+    if not paths:
+        raise ConfigError(f"{what}: give at least one run directory")
+    return [Path(path) for path in paths]
+
+
 def experiments(paths: list[str | Path]) -> tuple[list[Experiment], list[str]]:
     """Group runs into experiments; returns them and notes on runs left out (unfinished, duplicates)."""
+    check_run_list(paths, "report")
     notes: list[str] = []
     groups: dict[tuple, list[Run]] = {}
+    seen: set[Path] = set()
     for path in paths:
         run = load_run(path)
+        if run.path.resolve() in seen:  # one run given twice (a shell glob and a name) is one run
+            notes.append(f"{path}: given more than once; counted once")
+            continue
+        seen.add(run.path.resolve())
         if run.final_test_top1 is None:
             notes.append(f"{path}: not finished (no summary.json with a test accuracy); left out")
             continue
@@ -157,6 +178,10 @@ def difference_interval(
     from scipy import stats
 
     n_a, n_b = len(a), len(b)
+    if n_a == 0 or n_b == 0:
+        raise ConfigError(
+            f"a difference of means needs at least one value in each group, got {n_a} and {n_b}"
+        )
     mean_a, mean_b = sum(a) / n_a, sum(b) / n_b
     diff = mean_a - mean_b
     if n_a < 2 or n_b < 2:
@@ -191,13 +216,18 @@ def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float 
 
 def _select(items: list[Experiment], name: str, what: str) -> dict[tuple[str, str], Experiment]:
     """The experiment named ``name`` of each (model, dataset): by full label, else by method ("ANN" picks
-    one per model and dataset), else by a part of the label; raises when none matches or one model and
-    dataset has several."""
-    matches = (
-        [e for e in items if e.label == name]
-        or [e for e in items if e.method == name]
-        or [e for e in items if name.lower() in e.label.lower()]
-    )
+    one per model and dataset; any case), else by a part of the label; raises when none matches or one
+    model and dataset has several. A method name is only a method: "ANN" does not fall back to the
+    SLAC-ANN whose label contains it."""
+    if not name.strip():
+        raise ConfigError(f"{what} {name!r}: give a method or an experiment label, e.g. ANN")
+    methods = {m.casefold() for m in (*METHODS, *(e.method for e in items))}
+    if any(e.label == name for e in items):
+        matches = [e for e in items if e.label == name]
+    elif name.casefold() in methods:
+        matches = [e for e in items if e.method.casefold() == name.casefold()]
+    else:
+        matches = [e for e in items if name.casefold() in e.label.casefold()]
     if not matches:
         raise ConfigError(f"{what} {name!r} matches 0 experiments; choose among: "
                           + "; ".join(e.label for e in items))  # fmt: skip
@@ -213,20 +243,40 @@ def _select(items: list[Experiment], name: str, what: str) -> dict[tuple[str, st
     return chosen
 
 
+def _arms(spec: str) -> tuple[str, str]:
+    """Split "A:B" at its one colon outside brackets and quotes: a full label may hold a recipe value that
+    prints with colons ("head_options={'angle_weight': 0.0}")."""
+    depth, quote, colons = 0, "", []
+    for index, char in enumerate(spec):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == ":" and depth == 0:
+            colons.append(index)
+    if len(colons) != 1 or colons[0] in (0, len(spec) - 1):
+        raise ConfigError(f"--compare takes A:B (two methods or labels, e.g. SLAC-ANN:ANN), got {spec!r}")
+    return spec[: colons[0]], spec[colons[0] + 1 :]
+
+
 def compare(items: list[Experiment], specs: list[str]) -> list[dict[str, Any]]:
     """One row per comparison "A:B" and (model, dataset) both arms have: A - B paired by seed and by
     Welch, on the headline figures and on those beside them."""
     rows = []
     for spec in specs:
-        first, sep, second = spec.partition(":")
-        if not sep or not first or not second:
-            raise ConfigError(f"--compare takes A:B (two methods or labels, e.g. SLAC-ANN:ANN), got {spec!r}")
+        first, second = _arms(spec)
         arms_a = _select(items, first, f"--compare {spec}:")
         arms_b = _select(items, second, f"--compare {spec}:")
         found = False
         for key, a in arms_a.items():
             b = arms_b.get(key)
-            if b is None or a is b:
+            if b is a:
+                raise ConfigError(f"--compare {spec}: both arms are the experiment {a.label!r}")
+            if b is None:
                 continue
             found = True
             # Both arms on A's headline BatchNorm statistics, and on the other ones beside.
@@ -362,14 +412,24 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def _ablation_label(config: Any) -> str:
-    options = config.head_options
+    """The SL parameters learned or fixed and the loss weights of an SL/SLAC head, with the head's own
+    defaults for what the recipe leaves out; other heads have none of them and are named by their method."""
+    import inspect
+
+    from slac.heads import SkewLaplaceHead
+
+    if config.head not in ("sl", "slac"):
+        return method_name(config)
+    defaults = {name: parameter.default for name, parameter in
+                inspect.signature(SkewLaplaceHead.__init__).parameters.items()}  # fmt: skip
+    options = {**defaults, **config.head_options}
+    if config.head == "sl":  # the "sl" head is the SL head without the angle constraint: beta is 0
+        options["angle_weight"] = 0.0
     flags = ", ".join(
-        f"{name} {'learned' if options.get(f'learn_{name}', True) else 'fixed'}"
+        f"{name} {'learned' if options[f'learn_{name}'] else 'fixed'}"
         for name in ("location", "covariance", "skewness")
     )
-    return (
-        f"{flags}; lambda {options.get('likelihood_weight', 0.01)}, beta {options.get('angle_weight', 0.1)}"
-    )
+    return f"{flags}; lambda {options['likelihood_weight']}, beta {options['angle_weight']}"
 
 
 def format_report(rows: list[dict[str, Any]], items: list[Experiment], layout: str = "long") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from torch import nn
 
 from slac.errors import RunError
 from slac.train.checkpoint import load_checkpoint
-from slac.train.config import TrainConfig, other_bn, saved_config
+from slac.train.config import CUSTOM, TrainConfig, other_bn, saved_config
 from slac.train.records import read_metrics
 
 __all__ = ["Run", "collect_features", "load_model", "load_run"]
@@ -47,7 +48,10 @@ class Run:
     def final_test_top1(self) -> float | None:
         finished = self.summary is not None and self.summary.get("epochs") in (None, self.config.epochs)
         if finished and self.summary.get("final_test_top1") is not None:
-            return float(self.summary["final_test_top1"])
+            value = self.summary["final_test_top1"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise RunError(f"{self.path / 'summary.json'}: final_test_top1 is {value!r}, not a number")
+            return float(value)
         return None
 
     @property
@@ -94,15 +98,35 @@ def load_run(path: str | Path) -> Run:
     import yaml
 
     path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (give a run directory written by slac train)")
+    if not path.is_dir():
+        raise RunError(f"{path} is a file; give a run directory written by slac train")
     config_file = path / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(
             f"{path} is not a slac run directory (no config.yaml); `slac train` writes one"
         )
-    config = saved_config(yaml.safe_load(config_file.read_text()), str(config_file))
+    try:
+        config = saved_config(yaml.safe_load(config_file.read_text()), str(config_file))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RunError(f"{config_file} is not valid YAML ({' '.join(str(error).split())})") from None
     summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    metrics = read_metrics(path) if (path / "metrics.csv").is_file() else []
+    summary = None
+    if summary_file.is_file():
+        try:
+            summary = json.loads(summary_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunError(
+                f"{summary_file} is not valid JSON ({error}); restore it, or delete it (the run then counts "
+                "as unfinished)"
+            ) from None
+        if not isinstance(summary, dict):
+            raise RunError(f"{summary_file} is not a run summary (a JSON object)")
+    try:
+        metrics = read_metrics(path) if (path / "metrics.csv").is_file() else []
+    except (ValueError, csv.Error) as error:
+        raise RunError(f"{path / 'metrics.csv'} cannot be read ({error})") from None
     return Run(path, config, metrics, summary)
 
 
@@ -111,10 +135,16 @@ def load_model(
 ) -> tuple[nn.Module, TrainConfig]:
     """The trained model of a run (``checkpoints/{checkpoint}.pt``) in eval mode, with its recipe."""
     from slac.data import dataset_spec
-    from slac.train.trainer import build_model
+    from slac.train.model import build_model
 
     state = load_checkpoint(Path(path) / "checkpoints" / f"{checkpoint}.pt")
     config = saved_config(state["config"], "checkpoint config")
+    if CUSTOM in (config.model, config.dataset):
+        raise RunError(
+            f"{path}: its model or data was passed from Python, which slac cannot rebuild from the run; "
+            "load the weights into the model (slac.train.UserModel(module, head).load_state_dict("
+            f"load_checkpoint(path)['model'])) and analyse it from Python"
+        )
     image_shape, num_classes = dataset_spec(config.dataset)
     model = build_model(config, image_shape, num_classes)
     model.load_state_dict(state["model"])

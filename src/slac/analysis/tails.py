@@ -45,6 +45,13 @@ def distribution_fits(values: np.ndarray) -> dict[str, float]:
     }  # fmt: skip
 
 
+def check_limit(limit: int | None) -> None:
+    """``limit`` (images to score) is None (all) or a count >= 1; 0 or a negative count is a mistake that
+    the data loader would not report (a negative one drops images from the end of the split)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be None or an integer >= 1, got {limit!r}")
+
+
 def weight_layer(model: torch.nn.Module, layer: str | None = None) -> tuple[str, torch.nn.Module, str]:
     """(name, module, kind) of the layer whose weights Figure 1 shows: an adder layer of an ANN (default:
     the last one), or for a model without adder layers (CNN, BNN) a convolution (default: the last one)."""
@@ -58,7 +65,7 @@ def weight_layer(model: torch.nn.Module, layer: str | None = None) -> tuple[str,
         kind = "convolution"
     if not layers:
         raise RunError("the model has neither adder layers nor convolutions")
-    chosen = layer or layers[-1]
+    chosen = layers[-1] if layer is None else layer
     if chosen not in layers:
         raise ConfigError(f"layer {chosen!r} is not an {kind} layer of the model: {', '.join(layers)}")
     return chosen, named[chosen], kind
@@ -71,6 +78,7 @@ def figure1_fits(
     """{"layer", "weights": fits, "features": fits, "images", ...} of a trained run."""
     from slac.analysis.runs import collect_features, load_model
 
+    check_limit(limit)
     model, config = load_model(run, checkpoint)
     chosen, module, kind = weight_layer(model, layer)
     features, _ = collect_features(model, config, split, limit)
