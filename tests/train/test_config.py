@@ -87,7 +87,7 @@ def test_bad_values_are_clear_errors(flags, message):
 
 def test_base_inheritance_merges_option_mappings(tmp_path):
     (tmp_path / "parent.yaml").write_text(
-        "epochs: 7\nhead_options: {likelihood_weight: 0.5, angle_weight: 0.2}\n"
+        "epochs: 7\nhead: slac\nhead_options: {likelihood_weight: 0.5, angle_weight: 0.2}\n"
     )
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nlr: 0.05\nhead_options: {angle_weight: 0.0}\n")
     config = load_config(tmp_path / "child.yaml", ["--head_options.likelihood_weight", "0.25"])
@@ -111,6 +111,11 @@ def test_recipe_file_errors(tmp_path):
     (tmp_path / "typo.yaml").write_text("weight_decy: 0.1\n")
     with pytest.raises(ConfigError, match="did you mean 'weight_decay'"):
         load_config(tmp_path / "typo.yaml")
+    # the default head changed (slac -> linear): a recipe file that does not name one is not read either way
+    (tmp_path / "headless.yaml").write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="the recipe does not name its head; add head: slac"):
+        load_config(tmp_path / "headless.yaml")
+    assert load_config(tmp_path / "headless.yaml", ["--head", "linear"]).head == "linear"
 
 
 def test_there_is_a_recipe_for_every_table_row():

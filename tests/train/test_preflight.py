@@ -63,13 +63,13 @@ def build(tmp_path, train, test, model=None):
             (images(40, channels=3), torch.arange(40) % 10),
             (images(8, channels=3), torch.arange(8)),
             None,
-            r"train split: the model cannot take its images of shape \(3, 8, 8\) \(RuntimeError: mat1",
+            r"train split: the model cannot take images of shape \(3, 8, 8\) \(RuntimeError: mat1",
         ),
         (
             (images(40), torch.arange(40) % 10),
             (images(8), torch.arange(8)),
             nn.Conv2d(1, 10, 3),
-            r"model: it must give logits of shape \(N, classes\), got \(2, 10, 6, 6\)",
+            r"model: it must give a tensor of shape \(N, width\), got \(2, 10, 6, 6\)",
         ),
     ],
     ids=["train-labels", "test-labels", "test-channels", "empty-test", "model-vs-images", "not-logits"],
@@ -108,3 +108,49 @@ def test_progress_bars_stay_out_of_files_and_pipes(tmp_path):
     assert result.returncode == 0, result.stderr
     output = result.stderr + result.stdout
     assert "\r" not in output and "batch/s" not in output and "epoch    1/1" in result.stdout
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A map-style Dataset of one's own, with a random transform (it must not move the run's generators)."""
+
+    def __init__(self, n: int, classes: int) -> None:
+        self.n, self.n_classes = n, classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        return torch.rand(1, 8, 8), index % self.n_classes
+
+
+def test_map_style_datasets_float64_and_a_head_by_name_pass_the_checks(tmp_path):
+    trainer = Trainer(TrainConfig(out_dir=str(tmp_path), dtype="float64", workers=0, **QUIET),
+                      model=mlp(outputs=16), head="slac", train_data=_Pairs(20, 10), test_data=_Pairs(6, 10),
+                      log=silent)  # fmt: skip
+    assert trainer.model.head.in_features == 16 and next(trainer.model.parameters()).dtype == torch.float64
+    assert trainer.fingerprint["train"]["sample_covers"] == "labels"
+    with pytest.raises(
+        ConfigError, match=r"train and test splits: labels lie in \[0, 11\], but the model gives 10"
+    ):
+        Trainer(TrainConfig(out_dir=str(tmp_path), workers=0, **QUIET), model=mlp(),
+                train_data=_Pairs(20, 10), test_data=_Pairs(12, 12), log=silent)  # fmt: skip
+
+
+def test_the_checks_draw_nothing_from_the_random_generators(tmp_path):
+    """Building a trainer of a map-style Dataset with a random transform (checks, fingerprint) leaves the
+    global generators where the run's seed put them: the run draws what it would draw without the checks."""
+    import random
+
+    import numpy as np
+
+    def states():
+        return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+    config = TrainConfig(out_dir=str(tmp_path), workers=0, **QUIET)
+    Trainer(config, model=mlp(), train_data=_Pairs(20, 10), test_data=_Pairs(6, 10), log=silent)
+    after = states()
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    seeded = states()
+    assert torch.equal(after[0], seeded[0]) and (after[1] == seeded[1]).all() and after[2] == seeded[2]

@@ -83,7 +83,7 @@ def test_a_head_by_name_is_built_on_the_models_features_with_its_options(tmp_pat
     resumed = Trainer(resume=summary["run_dir"], overrides={"epochs": 2}, model=cnn()[:-1], head="slac",
                       train_data=data(), test_data=data(), log=silent)  # fmt: skip
     assert resumed.model.head.angle_weight == 0.5
-    with pytest.raises(ConfigError, match="pass the head with the model"):
+    with pytest.raises(ConfigError, match=r"the run trained head 'slac', the model passed: 'custom'"):
         Trainer(resume=summary["run_dir"], model=cnn()[:-1], train_data=data(), test_data=data(), log=silent)
 
 

@@ -154,13 +154,14 @@ def test_a_replaced_run_waits_aside_until_the_first_checkpoint(tmp_path):
     directory = RunDirectory(run, silent)
     directory.check_new(overwrite=True)
     directory.start(tiny(tmp_path))
+    directory.finish()  # the process is killed here: the lock goes with it
     aside = list(tmp_path.glob(".lenet_cnn_linear_digits_seed0.replaced-*"))
     assert len(aside) == 1 and snapshot(aside[0]) == before
     assert inspect_run_dir(run).kind == "failed start"
     notes = []
     RunDirectory(run, notes.append).check_new(overwrite=False)  # a failed start is started again
     assert any("stopped before its first checkpoint" in note for note in notes)
-    assert any(str(aside[0]) in note and "move it back" in note for note in notes)
+    assert any(str(aside[0]) in note and "to get it back: rm -r" in note for note in notes)
 
 
 def test_a_failed_start_is_retried_in_place_and_cannot_be_resumed(tmp_path):
@@ -218,8 +219,9 @@ def test_resume_refuses_other_data_and_edited_recipes(tmp_path):
 
 def test_a_resumed_run_changes_its_directory_only_with_its_first_checkpoint(tmp_path):
     run = finished_run(tmp_path)
-    trainer = Trainer(resume=run, overrides={"epochs": 2}, log=silent)
-    assert (run / "summary.json").is_file()  # building the trainer wrote nothing
+    before = snapshot(run)
+    trainer = Trainer(resume=run, overrides={"epochs": 2, "tensorboard": "on"}, log=silent)
+    assert snapshot(run) == before  # building the trainer wrote nothing
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 1
     trainer.fit()
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
@@ -233,3 +235,93 @@ def test_a_moved_run_directory_resumes_and_records_where_it_is(tmp_path):
     shutil.move(run, moved)
     trainer = Trainer(resume=moved, overrides={"epochs": 2}, log=silent)
     assert trainer.run_dir == moved and trainer.config.run_dir.resolve() == moved.resolve()
+
+
+def test_a_run_being_trained_is_neither_replaced_nor_restarted_nor_resumed(tmp_path):
+    """A run in its first epoch looks like a failed start (a config.yaml and nothing else) but holds the
+    run's lock while its process lives: a second process is refused."""
+    import fcntl
+
+    run = tmp_path / "lenet_cnn_linear_digits_seed0"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny(tmp_path).to_dict()))
+    (run / "checkpoints").mkdir()
+    with (run / ".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the training process holds it
+        assert inspect_run_dir(run).in_use
+        with pytest.raises(FileExistsError, match="is being trained by another process"):
+            Trainer(tiny(tmp_path), overwrite=True, log=silent)
+        (run / "checkpoints" / "last.pt").write_bytes(b"")
+        with pytest.raises(FileExistsError, match="is being trained by another process"):
+            Trainer(resume=run, log=silent)
+    assert not inspect_run_dir(run).in_use  # released when its holder closes it (or dies)
+
+
+def test_two_trainers_of_one_directory_do_not_write_over_each_other(tmp_path):
+    first = Trainer(tiny(tmp_path), log=silent)
+    second = Trainer(tiny(tmp_path, "--lr", "0.05"), log=silent)  # both checked an absent directory
+    first.fit()
+    before = snapshot(first.run_dir)
+    with pytest.raises(FileExistsError, match="changed since this run was checked"):
+        second.fit()
+    assert snapshot(first.run_dir) == before
+
+
+def test_a_cut_short_deletion_is_finished_and_the_advice_suits_the_folder(tmp_path):
+    run = tmp_path / "lenet_cnn_linear_digits_seed0"
+    (tmp_path / ".lenet_cnn_linear_digits_seed0.deleting-1").mkdir()
+    aside = tmp_path / ".lenet_cnn_linear_digits_seed0.replaced-1"
+    aside.mkdir()
+    notes = []
+    RunDirectory(run, notes.append).check_new(overwrite=False)
+    assert not (tmp_path / ".lenet_cnn_linear_digits_seed0.deleting-1").exists()
+    assert any(f"mv {aside} {run};" in note for note in notes)  # nothing in the way: a plain move
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny(tmp_path).to_dict()))
+    notes.clear()
+    RunDirectory(run, notes.append).check_new(overwrite=False)
+    assert any(f"rm -r {run} && mv {aside} {run}" in note for note in notes)
+
+
+def test_resuming_from_a_checkpoint_older_than_last_is_refused(tmp_path):
+    run = finished_run(tmp_path)
+    shutil.copy(run / "checkpoints" / "last.pt", run / "checkpoints" / "epoch1.pt")
+    Trainer(resume=run, overrides={"epochs": 2}, log=silent).fit()
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match=r"epoch1\.pt \(epoch 1\) is older than .*last\.pt \(epoch 2\)"):
+        Trainer(resume=run / "checkpoints" / "epoch1.pt", overrides={"epochs": 3}, log=silent)
+    assert snapshot(run) == before
+    # the newest checkpoint named explicitly is fine
+    Trainer(resume=run / "checkpoints" / "last.pt", overrides={"epochs": 3}, log=silent)
+
+
+def test_a_run_of_ones_own_written_by_the_previous_version_resumes(tmp_path):
+    """The previous version recorded head slac and form ann for any model passed to fit, and no data
+    fingerprint: such a run resumes, and is recorded as what it is from its first new checkpoint."""
+    from slac.train import load_checkpoint, save_checkpoint
+
+    images, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 10
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    fit(model(), (images, labels), (images, labels), epochs=1, out_dir=str(tmp_path), name="old",
+        log=silent, progress=False, tensorboard="off")  # fmt: skip
+    run = tmp_path / "old"
+    state = load_checkpoint(run)
+    del state["data"], state["format"]
+    state["config"] = {**state["config"], "form": "ann", "head": "slac"}
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    (run / "config.yaml").write_text(yaml.safe_dump(state["config"]))
+    notes = []
+    trainer = Trainer(resume=run, overrides={"epochs": 2}, model=model(), train_data=(images, labels),
+                      test_data=(images, labels), log=notes.append)  # fmt: skip
+    assert any("predates records read from the model" in note for note in notes), notes
+    assert any("predates data fingerprints" in note for note in notes), notes
+    trainer.fit()
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert (recorded["form"], recorded["head"]) == ("cnn", "custom")
+    # a run written by this version is checked: another head than it trained is refused
+    with pytest.raises(ConfigError, match="the run trained head 'custom', the model passed: 'linear'"):
+        Trainer(resume=run, overrides={"epochs": 3}, model=torch.nn.Flatten(), head="linear",
+                train_data=(images, labels), test_data=(images, labels), log=silent)  # fmt: skip

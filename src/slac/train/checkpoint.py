@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "get_rng_state",
+    "isolated_rng",
     "load_checkpoint",
     "save_checkpoint",
     "set_rng_state",
@@ -106,6 +109,18 @@ def get_rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+@contextmanager
+def isolated_rng() -> Iterator[None]:
+    """A block after which the global random generators (torch, CUDA, NumPy, Python) are as before it:
+    reading labels through a Dataset's random transform, or the checks before a run, draw nothing that
+    training would otherwise draw."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

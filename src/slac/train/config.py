@@ -272,10 +272,16 @@ BEFORE_RECALIBRATION = {"bn_recalibration": 0, "eval_bn": "running"}
 
 def saved_config(data: dict[str, Any], where: str) -> TrainConfig:
     """The recipe a run saved (its config.yaml, or a checkpoint's ``config``), with the meaning of the keys
-    it predates (``BEFORE_RECALIBRATION``)."""
+    it predates (``BEFORE_RECALIBRATION``). Keys that earlier versions accepted and ignored (a data_root
+    for the embedded digits, download for a dataset that has none) are dropped as they were ignored."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {type(data).__name__}")
-    return config_from_dict({**BEFORE_RECALIBRATION, **data}, where)
+    data = {**BEFORE_RECALIBRATION, **data}
+    if data.get("dataset") in ("digits", CUSTOM):
+        data["data_root"] = None
+    if not str(data.get("dataset", "")).startswith("cifar"):
+        data["download"] = False
+    return config_from_dict(data, where)
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
@@ -368,12 +374,25 @@ def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> TrainConfig:
     """The recipe at ``path`` (None: the default job, ``DEFAULT_JOB``) with ``overrides`` applied and
-    validated."""
+    validated. A recipe file names its head: the default was slac before it became linear, so a recipe
+    without one would change meaning silently."""
     data = _read_recipe(Path(path)) if path is not None else dict(DEFAULT_JOB)
     if overrides:
         update = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
         data = _merge(data, update)
+    if path is not None and "head" not in data:
+        raise ConfigError(
+            f"{path}: the recipe does not name its head; add head: slac (the paper's classifier), head: "
+            f"linear, or another of {', '.join(_head_names())} (the default is linear; before 2026-12-06 "
+            "it was slac, so a recipe without a head is refused rather than read either way)"
+        )
     return config_from_dict(data, str(path) if path is not None else "config")
+
+
+def _head_names() -> list[str]:
+    from slac.heads import list_heads
+
+    return list_heads()
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from slac.data import STREAMING, ArrayDataset, DeviceLoader, StreamingLoader, load_dataset
+from slac.train.checkpoint import isolated_rng
 from slac.train.config import ConfigError, TrainConfig
 from slac.train.distributed import Distributed
 
@@ -321,7 +322,8 @@ def dataset_classes(*datasets: Any) -> int:
         elif isinstance(getattr(dataset, "targets", None), (list, Tensor)):  # torchvision's datasets
             counts.append(int(torch.as_tensor(dataset.targets).max()) + 1)
         else:  # reads every item once (transforms included): give the dataset a `classes` to avoid it
-            counts.append(max((int(dataset[i][1]) for i in range(len(dataset))), default=-1) + 1)
+            with isolated_rng():  # a random transform must not move the run's generators
+                counts.append(max((int(dataset[i][1]) for i in range(len(dataset))), default=-1) + 1)
     return max(counts)
 
 
@@ -331,4 +333,5 @@ def dataset_image_shape(dataset: Any) -> tuple[int, int, int]:
         return dataset.image_shape
     if len(dataset) == 0:
         raise ConfigError(f"{getattr(dataset, 'split', 'a split')}: the dataset has no images")
-    return tuple(dataset[0][0].shape)
+    with isolated_rng():  # a random transform must not move the run's generators
+        return tuple(dataset[0][0].shape)

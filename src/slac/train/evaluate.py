@@ -17,7 +17,7 @@ from torch import nn
 from slac.errors import ConfigError
 from slac.nn import recalibrated_batchnorm
 from slac.train.checkpoint import load_checkpoint
-from slac.train.config import CUSTOM, TrainConfig, saved_config
+from slac.train.config import CUSTOM, TrainConfig, config_from_dict, saved_config
 from slac.train.distributed import Distributed
 from slac.train.model import build_model
 from slac.train.records import accuracy_counts
@@ -88,7 +88,7 @@ def evaluate_checkpoint(
             "load the weights into the model (slac.train.UserModel(module, head).load_state_dict("
             "load_checkpoint(path)['model'])) and score it with slac.train.evaluate"
         )
-    config = saved_config({**state["config"], **overrides}, "checkpoint config")
+    config = config_from_dict({**trained.to_dict(), **overrides}, "slac eval")
     bn = config.eval_bn if bn is None else bn
     if bn not in EVAL_BN:
         raise ConfigError(f"bn must be one of {', '.join(EVAL_BN)}, got {bn!r}")

@@ -141,27 +141,13 @@ def model_form(model: nn.Module) -> str:
     return "cnn"
 
 
-def _feature_width(module: nn.Module, image_shape: tuple[int, ...], device: Any, dtype: Any) -> int:
-    """The width d of ``module``'s output (N, d) on two blank images, in eval mode, nothing recorded."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            output = module(torch.zeros(2, *image_shape, device=device, dtype=dtype))
-    except Exception as error:
-        raise ConfigError(
-            f"model: it cannot take images of shape {tuple(image_shape)} "
-            f"({type(error).__name__}: {next(iter(str(error).splitlines()), '')})"
-        ) from error
-    finally:
-        module.train(was_training)
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ConfigError(
-            f"head: a head takes features of shape (N, d), but the model gives {shape}; end the model "
-            "with a flatten (nn.Flatten) or a pooling to a vector"
-        )
-    return int(output.shape[1])
+def _feature_width(module: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """The width d of ``module``'s output (N, d) on two blank images (``preflight.probe``)."""
+    from slac.train.preflight import probe
+
+    parameter = next(module.parameters(), None)
+    device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
+    return int(probe(module, torch.zeros(2, *image_shape, device=device, dtype=dtype), "model").shape[1])
 
 
 def describe_user_model(
@@ -175,21 +161,22 @@ def describe_user_model(
     """A model of one's own in slac's contract (with ``head`` built on its features when it is a name),
     and ``config`` recording what it is. ``explicit``: the recipe keys the caller set (the others have their
     defaults); those that cannot apply to this model are refused."""
-    parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
-    device = parameter.device if parameter is not None else "cpu"
-    dtype = getattr(torch, config.dtype)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
     head_options: dict[str, Any] = {}
     by_name = isinstance(head, str)
     if by_name:
         head_options = dict(config.head_options)
-        width = _feature_width(model, image_shape, device, dtype)
+        width = _feature_width(model, image_shape)
         try:
             head = create_head(head, width, num_classes, **head_options)
         except (TypeError, ValueError) as error:
             if isinstance(error, ConfigError):
                 raise
             raise ConfigError(f"head_options: {error}") from None
-        head = head.to(device, dtype)
+        parameter = next(model.parameters(), None)
+        if parameter is not None:
+            head = head.to(parameter.device, parameter.dtype)
     elif head is not None and not isinstance(head, Head):
         raise ConfigError(
             f"head must be a registered head's name (slac.heads.list_heads()) or a slac.heads.Head, got "
@@ -198,7 +185,7 @@ def describe_user_model(
     slac_model = as_slac_model(model, head)
     form = model_form(slac_model)
     own_head = getattr(slac_model, "head", None)
-    head_name = (own_head.head_name or CUSTOM) if own_head is not None else CUSTOM
+    head_name = (getattr(own_head, "head_name", None) or CUSTOM) if own_head is not None else CUSTOM
     if "model_options" in explicit:
         raise ConfigError("model_options: they configure a zoo model; this run trains the model passed")
     if "model" in explicit and config.model != CUSTOM:

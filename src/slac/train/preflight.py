@@ -16,24 +16,60 @@ from torch import Tensor, nn
 
 from slac.data import ArrayDataset
 from slac.errors import ConfigError, SlacError
+from slac.train.checkpoint import isolated_rng
 from slac.train.config import TrainConfig
 from slac.train.data import DataBundle, dataset_image_shape, evaluation_loader
 
-__all__ = ["check_model_against_data"]
+__all__ = ["check_model_against_data", "probe"]
 
 
-def _first_line(error: BaseException) -> str:
-    return next(iter(str(error).splitlines()), "")
+def _is_failure(error: BaseException) -> bool:
+    """A failure of the machine, not a mismatch of model and data: it keeps its own type and traceback."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError | MemoryError | NotImplementedError) or text.startswith(
+        ("CUDA error", "NCCL error", "CUDA out of memory")
+    )
 
 
-def _label_range(dataset: Any, num_classes: int) -> tuple[int, int]:
-    """(lowest, highest) label of a split: read from an in-memory split, else the class count's."""
+def probe(model: nn.Module, images: Tensor, what: str) -> Tensor:
+    """``model``'s output on ``images`` in eval mode, without gradients, changing no state; an error of the
+    model on them becomes a ``ConfigError`` naming ``what`` (failures of the machine stay as they are);
+    the output must be (N, width)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), isolated_rng():
+            output = model(images)
+    except SlacError:  # already said in the user's terms (a backend that cannot run, ...)
+        raise
+    except Exception as error:
+        if _is_failure(error):
+            raise
+        first_line = next(iter(str(error).splitlines()), "")
+        raise ConfigError(
+            f"{what}: the model cannot take images of shape {tuple(images.shape[1:])} "
+            f"({type(error).__name__}: {first_line})"
+        ) from error
+    finally:
+        model.train(was_training)
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ConfigError(
+            f"model: it must give a tensor of shape (N, width), got {shape} for {tuple(images.shape)} images "
+            "(logits (N, classes), or with a head its features (N, d)); flatten its output or pool it"
+        )
+    return output
+
+
+def _label_range(dataset: Any, num_classes: int, name: str) -> tuple[int, int, str]:
+    """(lowest, highest) label and what they are of: read from an in-memory split; of both splits (the
+    class count found when the data was loaded) for a streaming one."""
     if isinstance(dataset, ArrayDataset):
         if len(dataset) == 0:
-            return 0, -1
+            return 0, -1, f"{name} split"
         low, high = torch.aminmax(dataset.labels)
-        return int(low), int(high)
-    return 0, num_classes - 1
+        return int(low), int(high), f"{name} split"
+    return 0, num_classes - 1, "train and test splits"
 
 
 def check_model_against_data(model: nn.Module, data: DataBundle, config: TrainConfig) -> None:
@@ -54,34 +90,14 @@ def check_model_against_data(model: nn.Module, data: DataBundle, config: TrainCo
         )
     quiet = dataclasses.replace(config, workers=0)  # two images: no worker processes
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with isolated_rng():  # a streaming loader draws its workers' seed
         for name, split in (("train", train), ("test", test)):
             images, _ = next(iter(evaluation_loader(quiet, split, device, limit=2)))
-            try:
-                with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                    logits = model(images)
-            except SlacError:  # already said in the user's terms (a backend that cannot run, ...)
-                raise
-            except Exception as error:  # the model cannot take these images: say which and why
-                raise ConfigError(
-                    f"{name} split: the model cannot take its images of shape {tuple(images.shape[1:])} "
-                    f"({type(error).__name__}: {_first_line(error)})"
-                ) from error
-            if not isinstance(logits, Tensor) or logits.dim() != 2:
-                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise ConfigError(
-                    f"model: it must give logits of shape (N, classes), got {shape} for "
-                    f"{tuple(images.shape)} "
-                    "images; flatten its output, or give a head for its features"
-                )
+            logits = probe(model, images, f"{name} split")
             classes = logits.shape[1]
-            low, high = _label_range(split, data.num_classes)
+            low, high, where = _label_range(split, data.num_classes, name)
             if low < 0 or high >= classes:
                 raise ConfigError(
-                    f"{name} split: labels lie in [{low}, {high}], but the model gives {classes} logits "
+                    f"{where}: labels lie in [{low}, {high}], but the model gives {classes} logits "
                     f"(classes 0-{classes - 1}); give the model {high + 1} outputs, or remap the labels"
                 )
-    finally:
-        model.train(was_training)

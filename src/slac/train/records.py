@@ -23,7 +23,7 @@ from typing import Any
 
 from slac.errors import MissingDependencyError
 
-__all__ = ["MetricsWriter", "accuracy_counts", "write_json_atomic", "write_text_atomic"]
+__all__ = ["MetricsWriter", "accuracy_counts", "metrics_table", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -50,36 +50,36 @@ class MetricsWriter:
 
     def __init__(self, run_dir: Path, tensorboard: str, start_epoch: int) -> None:
         self.run_dir = run_dir
-        self.writer = None
-        if tensorboard != "off":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                if tensorboard == "on":
-                    raise MissingDependencyError(
-                        "tensorboard: on needs the tensorboard package: pip install slac[tensorboard]"
-                    ) from None
-                print(
-                    "note: tensorboard is not installed; metrics go to metrics.csv only "
-                    "(pip install slac[tensorboard], or --tensorboard off to silence this)"
-                )
-            else:
-                # purge_step drops events a killed run wrote after the epoch it resumes from.
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+        self.writer: Any = None
+        self._tensorboard = tensorboard != "off" and self.check_available(tensorboard == "on")
+        self._purge_step = start_epoch + 1  # drops events a killed run wrote after the epoch it resumes from
+
+    @staticmethod
+    def check_available(required: bool = True) -> bool:
+        """Whether TensorBoard can be written; ``required``: an error saying how to get it, else a note."""
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            if required:
+                raise MissingDependencyError(
+                    "tensorboard: on needs the tensorboard package: pip install slac[tensorboard]"
+                ) from None
+            print(
+                "note: tensorboard is not installed; metrics go to metrics.csv only "
+                "(pip install slac[tensorboard], or --tensorboard off to silence this)"
+            )
+            return False
+        return True
 
     def write(self, history: list[dict[str, Any]]) -> None:
         """Rewrite metrics.csv from ``history`` and add its last row to TensorBoard."""
         if not history:
             return
-        columns: list[str] = []
-        for row in history:
-            columns += [key for key in row if key not in columns]
-        buffer = io.StringIO()
-        table = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-        table.writeheader()
-        for row in history:
-            table.writerow({key: _format(value) for key, value in row.items()})
-        write_text_atomic(self.run_dir / "metrics.csv", buffer.getvalue())
+        write_text_atomic(self.run_dir / "metrics.csv", metrics_table(history))
+        if self._tensorboard and self.writer is None:  # with the first epoch written, not before
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self._purge_step)
         if self.writer is not None:
             last = history[-1]
             for key, value in last.items():
@@ -90,6 +90,19 @@ class MetricsWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def metrics_table(history: list[dict[str, Any]]) -> str:
+    """The text of metrics.csv for ``history`` (one row per epoch; columns in order of appearance)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    table = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    table.writeheader()
+    for row in history:
+        table.writerow({key: _format(value) for key, value in row.items()})
+    return buffer.getvalue()
 
 
 def _format(value: Any) -> Any:

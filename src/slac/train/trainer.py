@@ -49,7 +49,7 @@ from slac.errors import CheckpointError, ConfigError, DivergenceError, MissingDe
 from slac.heads import Head
 from slac.nn import recalibrated_batchnorm
 from slac.ops.backends import resolve_backend
-from slac.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from slac.train.checkpoint import get_rng_state, isolated_rng, load_checkpoint, save_checkpoint, set_rng_state
 from slac.train.config import (
     CUSTOM,
     RESUME_OVERRIDABLE,
@@ -112,7 +112,8 @@ def _seed(config: TrainConfig) -> None:
 
 
 class Trainer:
-    """A training run of ``config`` (None: the default job); ``resume`` continues the run in a run directory
+    """A training run of ``config`` (None: the default job, or with ``model`` the library's defaults,
+    ``TrainConfig()``); ``resume`` continues the run in a run directory
     or checkpoint (``overrides``: the keys a resumed run may change, ``RESUME_OVERRIDABLE``). ``overwrite``
     replaces a run already in the run directory, once the new run has written its first checkpoint.
 
@@ -146,29 +147,41 @@ class Trainer:
         set_keys: Collection[str] | None = None,
     ) -> None:
         self.state: dict[str, Any] | None = None
+        early_log = log if int(os.environ.get("RANK", "0")) == 0 else (lambda message: None)
         if resume is not None:
             if config is not None:
                 raise ConfigError(
                     "resume takes the recipe saved in the checkpoint; do not pass a config with it"
                 )
-            self.run = RunDirectory(_run_dir_of(resume), log)
-            self.run.check_resume(None if Path(resume).expanduser().is_dir() else Path(resume))
+            if overwrite:
+                raise ConfigError(
+                    "resume continues a run; overwrite starts a new one in its place: choose one"
+                )
+            checkpoint = None if Path(resume).expanduser().is_dir() else Path(resume).expanduser()
+            self.run = RunDirectory(_run_dir_of(resume), early_log)
+            self.run.check_resume(checkpoint)
             self.state = load_checkpoint(resume)
-            config = self._resumed_config(self.state["config"], dict(overrides or {}), log)
+            if checkpoint is not None:
+                self.run.check_checkpoint_is_latest(self.state, checkpoint)
+            config = self._resumed_config(self.state["config"], dict(overrides or {}), early_log)
         else:
             if config is None:  # the default job, or the library's defaults for a model of one's own
                 config = load_config(None) if model is None else TrainConfig()
             if overrides:
                 config = config_from_dict({**config.to_dict(), **overrides}, "overrides")
-        set_keys = _set_keys(config) | set(set_keys or ())
+        # A resumed run's recipe was recorded, not set: what it says of the model is checked against the
+        # model once it is described (_check_recorded_model).
+        set_keys = set() if resume is not None else _set_keys(config) | set(set_keys or ())
         config = self._check_parts(config, model, head, train_data, test_data, resume is not None)
         splits = None
         if train_data is not None:
             splits = (as_dataset(train_data, "train_data"), as_dataset(test_data, "test_data"))
             config = dataclasses.replace(config, augment=config.augment and _augmentable(splits[0]))
         if resume is None and model is None:  # the run directory is known: check it before loading data
-            self.run = RunDirectory(config.run_dir, log)
+            self.run = RunDirectory(config.run_dir, early_log)
             self.run.check_new(overwrite)
+        if config.tensorboard == "on":
+            MetricsWriter.check_available()
 
         self.distributed, self.device = init_distributed(config.device)
         self.log = log if self.distributed.is_main else (lambda message: None)
@@ -180,19 +193,25 @@ class Trainer:
         _seed(config)
         self.data: DataBundle = build_data(config, self.distributed, self.device, self.log, splits)
         if model is not None:
+            recorded = config
             self.model, config = describe_user_model(
                 config, model, head, self.data.image_shape, self.data.num_classes, set_keys
             )
             if resume is None:
-                self.run = RunDirectory(config.run_dir, log)
+                self.run = RunDirectory(config.run_dir, early_log)
                 self.run.check_new(overwrite)
+            else:
+                self._check_recorded_model(recorded, config)
         else:
             self.model = build_model(config, self.data.image_shape, self.data.num_classes)
         self.config = config
         self.run_dir = self.run.path
         self.model = self.model.to(self.device, getattr(torch, config.dtype))
         check_model_against_data(self.model, self.data, config)
-        self.fingerprint = data_fingerprint(*self.data.splits, self.data.num_classes, self.data.image_shape)
+        with isolated_rng():  # a Dataset's transform may draw random numbers while its labels are read
+            self.fingerprint = data_fingerprint(
+                *self.data.splits, self.data.num_classes, self.data.image_shape
+            )
         if config.sync_batchnorm and self.distributed.enabled:
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.module: nn.Module = TrainModule(self.model, compile=config.compile)
@@ -230,10 +249,30 @@ class Trainer:
             if key not in overrides:
                 log(f"note: {self.run.path / 'config.yaml'} sets {key}: {value!r} (the checkpoint's: "
                     f"{saved.get(key)!r}); the resumed run takes it")  # fmt: skip
-        resumed = saved_config({**saved, **edits, **overrides}, "checkpoint config")
+        resumed = config_from_dict(
+            {**saved_config(saved, "checkpoint config").to_dict(), **edits, **overrides}, "--resume"
+        )
         if resumed.run_dir.resolve() != self.run.path.resolve():  # the directory was moved or renamed
             resumed = dataclasses.replace(resumed, out_dir=str(self.run.path.parent), name=self.run.path.name)
         return resumed
+
+    def _check_recorded_model(self, recorded: TrainConfig, described: TrainConfig) -> None:
+        """A resumed model of one's own is what the checkpoint trained: form, head and head options as
+        recorded. Checkpoints written before the records were read from the model (they have no data
+        fingerprint) recorded the defaults of the time: what is read from the model now is taken."""
+        keys = ("form", "head", "head_options")
+        differ = [key for key in keys if getattr(recorded, key) != getattr(described, key)]
+        if not differ:
+            return
+        said = "; ".join(f"{key} {getattr(recorded, key)!r}, the model passed: {getattr(described, key)!r}"
+                         for key in differ)  # fmt: skip
+        if self.state is not None and "data" not in self.state:
+            self.log(f"note: the checkpoint predates records read from the model ({said}); recorded as read")
+            return
+        raise ConfigError(
+            f"{self.run.path}: the run trained {said}. Resume with the model and head it trained "
+            "(as passed when it started)"
+        )
 
     @staticmethod
     def _check_parts(
@@ -484,7 +523,10 @@ class Trainer:
             restore_handlers(previous)
             if writer is not None:
                 writer.close()
-        return self._finish()
+        summary = self._finish()
+        if self.distributed.is_main:
+            self.run.finish()
+        return summary
 
     def _evaluate(self) -> dict[str, float]:
         """The test columns of an epoch: the headline (``eval_bn``) as test_top1/top5/loss and, when
