@@ -48,7 +48,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -190,11 +189,13 @@ def _relative(path: str | None, root: Path) -> str | None:
     """``path`` relative to ``root`` when it lies inside it (as given otherwise, or None)."""
     if path is None:
         return None
-    resolved = Path(path).expanduser().resolve()
-    try:
-        return str(resolved.relative_to(root.resolve()))
-    except ValueError:
-        return path
+    given = Path(path).expanduser()
+    for inside, folder in ((given.absolute(), root.absolute()), (given.resolve(), root.resolve())):
+        try:  # as written first (a runs/ that is a link to scratch space), then with links resolved
+            return str(inside.relative_to(folder))
+        except ValueError:
+            continue
+    return path
 
 
 def portable_records(source: Path, root: Path) -> dict[str, str]:
@@ -262,13 +263,15 @@ class Study:
         return self.runs_dir / run.phase / run.name
 
     def machine_file(self, run: PlannedRun) -> Path:
-        """Where the entries of the processes that trained ``run`` are kept (beside its run directory); one
-        kept inside it by an earlier version moves here."""
-        path = self.runs_dir / run.phase / f"{run.name}.machine.json"
+        """Where the entries of the processes that trained ``run`` are kept: beside its run directory."""
+        return self.runs_dir / run.phase / f"{run.name}.machine.json"
+
+    def _move_machine_file(self, run: PlannedRun) -> None:
+        """An earlier version kept machine.json inside the run directory, where slac train refuses to
+        replace or restart a run holding files it does not write: it moves beside it."""
         old = self.run_dir(run) / "machine.json"
-        if old.is_file() and not path.exists():
-            os.replace(old, path)
-        return path
+        if old.is_file() and not self.machine_file(run).exists():
+            os.replace(old, self.machine_file(run))
 
     def checkpoint(self, run: PlannedRun) -> Path:
         return self.run_dir(run) / "checkpoints" / "last.pt"
@@ -391,7 +394,7 @@ class Study:
         if self.is_done(run):
             return None
         from slac.train import TrainingInterrupted
-        from slac.train.signals import StopFlag, install_stop_handlers
+        from slac.train.signals import StopFlag, install_stop_handlers, restore_handlers
 
         # One flag from here to the end of the run: the trainer takes it over, so that a signal during
         # building, the last step, the evaluation or the keeping of records is not lost.
@@ -401,8 +404,7 @@ class Study:
             summary = self._execute(run)
         finally:
             self._stop = None
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_handlers(previous)
         if flag.signum:
             raise TrainingInterrupted(flag.signum, self.checkpoint(run))
         return summary
@@ -411,6 +413,7 @@ class Study:
         """The summary, or None when the run failed (under ``execute``'s StopFlag, ``self._stop``)."""
         from slac.train import TrainingInterrupted
 
+        self._move_machine_file(run)
         machine = self.machine_file(run)
         history = _read_json(machine) if machine.is_file() else []
         trainer = self._trainer(run)
@@ -439,17 +442,27 @@ class Study:
             raise
         except DivergenceError as error:
             close("failed")
-            self._keep_failed(run, error, trainer.epoch)
+            self._keep_failed(run, error, trainer)
             return None
         close("finished")
         self.keep(run)
         return summary
 
-    def _keep_failed(self, run: PlannedRun, error: Exception, epoch: int) -> None:
+    def _keep_failed(self, run: PlannedRun, error: Exception, trainer: Any) -> None:
+        """Records of a run whose loss became non-finite, from the trainer (its run directory may hold the
+        run it replaced, put back because the new one failed before its first checkpoint)."""
+        from slac.train.records import metrics_table
+
         target = self.records(run)
         target.mkdir(parents=True, exist_ok=True)
+        epoch = trainer.epoch
+        config = trainer.config.to_dict()
+        config["out_dir"] = _relative(config.get("out_dir"), self.root)
         with self._whole():
-            self._copy_records(run, ("config.yaml", "metrics.csv", "machine.json"))
+            write_text_atomic(target / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+            if trainer.history:
+                write_text_atomic(target / "metrics.csv", metrics_table(trainer.history))
+            self._copy_records(run, ("machine.json",))
             write_json_atomic(target / "failed.json", {"error": str(error), "epoch": epoch + 1})
         self.log(f"{run.key}: failed in epoch {epoch + 1} ({error}); recorded as failed")
         if self.commit:

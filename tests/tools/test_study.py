@@ -240,20 +240,15 @@ def test_a_signal_while_the_trainer_is_built_stops_before_training(tmp_path, mon
     assert machines[-1]["ended"] == "interrupted" and machines[-1]["to_step"] == 0
 
 
-def test_the_machine_history_survives_a_restart_that_fails(tmp_path, monkeypatch):
-    import shutil
-
+def test_a_machine_record_inside_the_run_directory_moves_beside_it(tmp_path):
+    """An earlier version kept machine.json inside the run directory, which slac train now refuses to
+    replace (a file a run does not write): the study moves it beside the run and keeps its entries."""
     study, run = interrupted_study(tmp_path)
-
-    def removed_then_failed(self, planned_run):  # as Trainer(overwrite=True) would, then a bad dataset
-        shutil.rmtree(self.run_dir(planned_run))
-        raise ConfigError("the dataset is missing")
-
-    monkeypatch.setattr(Study, "_trainer", removed_then_failed)
-    with pytest.raises(ConfigError):
-        study.execute(run)
-    machines = json.loads(study.machine_file(run).read_text())
-    assert [m["ended"] for m in machines] == ["interrupted"]
+    study.machine_file(run).rename(study.run_dir(run) / "machine.json")
+    study.execute(run)
+    assert not (study.run_dir(run) / "machine.json").exists()
+    machines = json.loads((study.records(run) / "machine.json").read_text())
+    assert [m["ended"] for m in machines] == ["interrupted", "finished"]
 
 
 def test_a_signal_after_the_last_step_check_keeps_the_run_then_stops(tmp_path, monkeypatch):
