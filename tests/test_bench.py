@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slac.bench import adder
-from slac.bench.measure import peak_memory_bytes, time_call
+from slac.bench.measure import peak_memory_bytes, time_call, time_phases
 from slac.cli import main
 
 
@@ -24,6 +24,24 @@ def test_peak_memory_sees_a_temporary_and_only_this_window():
 
 def test_time_call_is_positive_and_small():
     assert 0 < time_call(lambda: sum(range(1000)), torch.device("cpu"), repeats=3) < 1
+
+
+def test_the_phases_of_a_step_are_timed_as_they_run_and_add_up():
+    seen = []
+    times = time_phases(
+        [lambda _: seen.append("a") or 3, lambda value: seen.append(value)], torch.device("cpu")
+    )
+    assert seen == ["a", 3] and len(times) == 2 and all(t >= 0 for t in times)
+
+
+def test_the_consistency_line_names_a_part_that_runs_differently_alone():
+    steady = adder.Result(
+        "a", "cpu", 2.0, 4.0, 6.0, 1.0, 1.0, 1e9, forward_alone_ms=2.1, backward_alone_ms=3.9
+    )
+    warm = adder.Result("b", "cpu", 2.0, 4.0, 6.0, 1.0, 1.0, 1e9, forward_alone_ms=1.0, backward_alone_ms=4.0)
+    line = adder.consistency([steady, warm])
+    assert line.startswith("cpu: (forward alone + backward alone) / fwd+bwd 0.83-1.00")
+    assert "b forward 1.00 vs 2.00 ms" in line and "a forward" not in line
 
 
 def test_layer_shape_arithmetic():

@@ -8,6 +8,13 @@ better) and official/adder (higher is better). On CUDA the adder's forward throu
 fraction of the device's ceiling of |x - w| pairs per second (``--pair-ceiling``, default the H100 SXM's
 16.7 T/s: 66.9 TFLOP/s FP32 at two instructions a pair).
 
+Timing: each round runs one training-like call per method (the gradients cleared, forward, backward) and
+times its two phases as they run in it (``time_phases``): forward, backward and fwd+bwd come from the
+same calls, so the parts add up to the whole. The forward and the backward are also timed alone, each
+repeated on its own; the consistency line compares those with the phases of the step, which shows a
+measurement disturbed by caches, thread hand-overs or allocation. Medians over rounds, the fastest
+round beside them.
+
     slac bench adder                       # CPU: ResNet-20 CIFAR shapes at batch 64
     slac bench adder --device cuda         # GPU: ResNet-20 at batch 256 and ResNet-18 ImageNet at 64
     slac bench adder --methods cpu conv2d  # a subset
@@ -27,11 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from slac import functional
-from slac.bench.measure import peak_memory_bytes, time_once
+from slac.bench.measure import peak_memory_bytes, time_once, time_phases
 from slac.ops import available_backends
 from slac.ops.official import official_adder2d
 
-__all__ = ["RESNET20_CIFAR_SHAPES", "LayerShape", "main", "run"]
+__all__ = ["RESNET20_CIFAR_SHAPES", "LayerShape", "consistency", "main", "run"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,9 @@ class Result:
     peak_per_unfolded: float  # peak memory / bytes of the unfolded input
     forward_pairs_per_s: float  # |x - w| terms (or multiply-adds) of the forward per second
     grad_input_ms: float = math.nan  # the cpu backend's input-gradient kernel alone (CPU only)
+    both_min_ms: float = math.nan  # the fastest round's fwd+bwd
+    forward_alone_ms: float = math.nan  # the forward repeated on its own
+    backward_alone_ms: float = math.nan  # the backward repeated on its own (after an untimed forward)
 
 
 class _Case:
@@ -130,7 +140,10 @@ class _Case:
         self.w.requires_grad_()
         self.fn = _layer_fn(method, shape)
         self.grad = torch.randn_like(self.fn(self.x, self.w))
-        self.times: dict[str, list[float]] = {"forward": [], "backward": [], "both": [], "grad_input": []}
+        self.times: dict[str, list[float]] = {
+            name: []
+            for name in ("forward", "backward", "both", "forward_alone", "backward_alone", "grad_input")
+        }
         self.both()  # warm-up: kernels compiled and autotuned, caches filled
         if method == "cpu":
             self.grad_input()
@@ -151,22 +164,34 @@ class _Case:
         s, p = self.shape.stride, self.shape.padding
         return cpu.adder2d_grad_input(self.grad, self.x.detach(), self.w.detach(), (s, s), (p, p), (1, 1), 1)
 
+    def clear(self) -> None:
+        self.x.grad = self.w.grad = None
+
     def time_round(self) -> None:
-        self.times["forward"].append(time_once(self.forward, self.device))
-        self.times["backward"].append(time_once(self.backward, self.device, setup=self.forward))
-        self.times["both"].append(time_once(self.both, self.device))
+        self.clear()
+        forward, backward = time_phases([lambda _: self.forward(), self.backward], self.device)
+        self.times["forward"].append(forward)
+        self.times["backward"].append(backward)
+        self.times["both"].append(forward + backward)
+        self.times["forward_alone"].append(time_once(self.forward, self.device))
+        self.clear()
+        self.times["backward_alone"].append(time_once(self.backward, self.device, setup=self.forward))
         if self.method == "cpu":
             self.times["grad_input"].append(time_once(self.grad_input, self.device))
 
     def result(self) -> Result:
-        forward, backward, both = (statistics.median(self.times[k]) for k in ("forward", "backward", "both"))
+        forward, backward, both, forward_alone, backward_alone = (
+            statistics.median(self.times[k])
+            for k in ("forward", "backward", "both", "forward_alone", "backward_alone")
+        )
         self.x.grad = self.w.grad = None
         peak = peak_memory_bytes(self.both, self.device)
         unfolded_bytes = self.shape.unfolded_elements(self.batch) * self.x.element_size()
         grad_input = statistics.median(self.times["grad_input"]) if self.times["grad_input"] else math.nan
         pairs_per_s = self.shape.pairs(self.batch) / forward
         return Result(self.shape.name, self.method, forward * 1e3, backward * 1e3, both * 1e3, peak / 2**20,
-                      peak / unfolded_bytes, pairs_per_s, grad_input * 1e3)  # fmt: skip
+                      peak / unfolded_bytes, pairs_per_s, grad_input * 1e3, min(self.times["both"]) * 1e3,
+                      forward_alone * 1e3, backward_alone * 1e3)  # fmt: skip
 
 
 def run(
@@ -214,8 +239,8 @@ def format_table(results: list[Result], batch: int, pair_ceiling: float | None =
     for r in results:
         by_layer.setdefault(r.layer, {})[r.method] = r
     lines = [
-        f"| layer (batch {batch}) | method | forward ms | backward ms | fwd+bwd ms | fwd+bwd / conv2d "
-        "| official / method | peak MiB | peak / unfolded input | forward T pairs/s |",
+        f"| layer (batch {batch}) | method | forward ms | backward ms | fwd+bwd ms (fastest) "
+        "| fwd+bwd / conv2d | official / method | peak MiB | peak / unfolded input | forward T pairs/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if pair_ceiling:
@@ -230,7 +255,9 @@ def format_table(results: list[Result], batch: int, pair_ceiling: float | None =
             vs_conv = f"{r.both_ms / conv.both_ms:.2f}x" if conv else "-"
             vs_official = f"{official.both_ms / r.both_ms:.1f}x" if official else "-"
             lines.append(
-                f"| {layer} | {method} | {r.forward_ms:.2f} | {r.backward_ms:.2f} | {r.both_ms:.2f} "
+                f"| {layer} | {method} | {r.forward_ms:.2f} | {r.backward_ms:.2f} | {r.both_ms:.2f}"
+                + (f" ({r.both_min_ms:.2f})" if not math.isnan(r.both_min_ms) else "")
+                + " "
                 f"| {vs_conv} | {vs_official} | {r.peak_mib:.1f} | {r.peak_per_unfolded:.2f} "
                 f"| {r.forward_pairs_per_s / 1e12:.3f} |"
                 + (f" {r.forward_pairs_per_s / pair_ceiling:.0%} |" if pair_ceiling else "")
@@ -262,6 +289,34 @@ def ceiling_table(results: list[Result], batch: int) -> str:
             f"| {r.layer} | {r.forward_pairs_per_s / 1e9:.1f} | {r.forward_pairs_per_s / (peak / 2):.0%} "
             f"| {r.grad_input_ms:.2f} | {grad_rate / 1e9:.1f} | {grad_rate / (peak / 3):.0%} |"
         )
+    return "\n".join(lines)
+
+
+# A part timed alone that differs from the same phase inside the step by more than this fraction is named.
+CONSISTENCY_TOLERANCE = 0.15
+
+
+def consistency(results: list[Result]) -> str:
+    """The parts timed alone against the same phases inside the step, per method: the sum of the parts
+    alone over the step's fwd+bwd (1.00 when a phase costs the same alone as in the step), and the layers
+    where a part alone is off by more than ``CONSISTENCY_TOLERANCE``, the sign of a disturbed measurement
+    (caches warmed by repeating one phase, a thread team handed over between libraries, allocation)."""
+    lines = []
+    for method in sorted({r.method for r in results}):
+        rows = [r for r in results if r.method == method and not math.isnan(r.forward_alone_ms)]
+        if not rows:
+            continue
+        ratios = [(r.forward_alone_ms + r.backward_alone_ms) / r.both_ms for r in rows]
+        off = []
+        for r in rows:
+            for part, alone, inside in (("forward", r.forward_alone_ms, r.forward_ms),
+                                        ("backward", r.backward_alone_ms, r.backward_ms)):  # fmt: skip
+                if abs(alone / inside - 1) > CONSISTENCY_TOLERANCE:
+                    off.append(f"{r.layer} {part} {alone:.2f} vs {inside:.2f} ms")
+        line = f"{method}: (forward alone + backward alone) / fwd+bwd {min(ratios):.2f}-{max(ratios):.2f}"
+        if off:
+            line += f"; parts alone off by more than {CONSISTENCY_TOLERANCE:.0%}: " + "; ".join(off)
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -359,7 +414,8 @@ def main(args: argparse.Namespace) -> int:
         everything.append({"shapes": name, "batch": set_batch, "results": [asdict(r) for r in results]})
         report += [f"### {name} layer shapes, batch {set_batch}", "",
                    format_table(results, set_batch, args.pair_ceiling if cuda else None), "",
-                   summary(results), "", ceiling_table(results, set_batch), ""]  # fmt: skip
+                   summary(results), "", "Consistency of the parts with the step:", consistency(results),
+                   "", ceiling_table(results, set_batch), ""]  # fmt: skip
     print()
     print("\n".join(report))
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["peak_memory_bytes", "time_call", "time_once"]
+__all__ = ["peak_memory_bytes", "time_call", "time_once", "time_phases"]
 
 
 @contextlib.contextmanager
@@ -52,6 +53,29 @@ def time_once(
     start_s = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start_s
+
+
+def time_phases(phases: list[Callable[[object], object]], device: torch.device) -> list[float]:
+    """Seconds each of ``phases`` takes when they run back to back, each given the previous one's result
+    (the first gets None): the phases of one training step timed as they run in it, not apart. Timed
+    apart, a phase repeated on its own finds its data in the caches the other phase would have flushed,
+    so the parts of a step did not add up to the step (BENCHMARKS.md, "A benchmark whose parts add up")."""
+    _sync(device)
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(len(phases) + 1)]
+        events[0].record()
+        value: object = None
+        for phase, event in zip(phases, events[1:], strict=True):
+            value = phase(value)
+            event.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) / 1e3 for start, end in itertools.pairwise(events)]
+    stamps = [time.perf_counter()]
+    value = None
+    for phase in phases:
+        value = phase(value)
+        stamps.append(time.perf_counter())
+    return [end - start for start, end in itertools.pairwise(stamps)]
 
 
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> float:
