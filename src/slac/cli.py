@@ -16,6 +16,7 @@ slac ops MODEL [...]       #Mul/#Add/#XNOR per layer and energy (Tables 1-2); ``
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     from slac.train.config import other_bn
     from slac.train.distributed import shutdown_distributed
 
-    clean = False
+    clean, trainer, is_main = False, None, True
     try:
         overrides = parse_overrides(args.overrides)
         if args.resume is not None:
@@ -74,6 +75,7 @@ def _train(args: argparse.Namespace) -> int:
             trainer = Trainer(resume=args.resume, overrides=overrides)
         else:
             trainer = Trainer(load_config(args.config, overrides), overwrite=args.overwrite)
+        is_main = trainer.distributed.is_main
         summary = trainer.fit()
         clean = True
     except TrainingInterrupted as stop:
@@ -86,8 +88,13 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 128 + stop.signum
     finally:
+        # The DDP wrapper holds the process group: it is released before the group is destroyed, so that
+        # gloo's objects are not left for interpreter exit, after the group (the likely cause of a rare
+        # SIGABRT, "terminate called without an active exception", in a process whose run had finished).
+        trainer = None
+        gc.collect()
         shutdown_distributed(clean)
-    if trainer.distributed.is_main:
+    if is_main:
         run_dir = Path(summary["run_dir"])
         best, final = summary["best_test_top1"], summary["final_test_top1"]
         other = other_bn(summary["eval_bn"])
