@@ -19,6 +19,9 @@ exits with status 1.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 __all__ = [
     "CheckpointError",
     "ChecksumError",
@@ -29,6 +32,7 @@ __all__ = [
     "MissingDependencyError",
     "RunError",
     "SlacError",
+    "options_as_config_errors",
 ]
 
 
@@ -66,3 +70,16 @@ class DeviceError(SlacError, RuntimeError):
 
 class DivergenceError(SlacError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+@contextmanager
+def options_as_config_errors(what: str) -> Iterator[None]:
+    """A block that builds something from a user's options (``create_model(**options)``,
+    ``create_head(**options)``): the ``TypeError`` of an unknown keyword or the ``ValueError`` of a bad
+    value becomes a ``ConfigError`` that starts with ``what``; the project's own errors pass as they are."""
+    try:
+        yield
+    except SlacError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{what}: {error}") from error

@@ -74,7 +74,7 @@ from torch import nn
 from torch.func import functional_call
 
 from slac.data.registry import DATASET_SPECS
-from slac.errors import ConfigError
+from slac.errors import ConfigError, options_as_config_errors
 from slac.heads import Head, LGMHead, LinearHead, LSoftmaxHead, MoMHead, SkewLaplaceHead
 from slac.nn import AdderLayer, BinaryConv2d, BinaryLinear
 
@@ -562,15 +562,8 @@ def _build_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, int, i
                 f"{input_size[1]} for {dataset}'s {input_size[1]}x{input_size[2]} images, got "
                 f"{kwargs['img_size']!r}"
             )
-    try:
-        with torch.device("meta"):
-            model = create_model(
-                args.model, form=args.form, head=args.head, num_classes=num_classes, **kwargs
-            )
-    except (TypeError, ValueError) as error:  # an unknown keyword or an invalid value, as slac train says
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"{args.model}: {error}") from error
+    with options_as_config_errors(args.model), torch.device("meta"):  # as slac train says them
+        model = create_model(args.model, form=args.form, head=args.head, num_classes=num_classes, **kwargs)
     return model, input_size, num_classes
 
 

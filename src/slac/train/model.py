@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slac.errors import ConfigError
+from slac.errors import ConfigError, options_as_config_errors
 from slac.heads import Head, create_head
 from slac.heads.losses import HeadLoss
 from slac.models import create_model, model_cfg
@@ -63,7 +63,7 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
             f"model_options.in_chans: {config.dataset} has {image_shape[0]} channels, "
             f"got {options['in_chans']}"
         )
-    try:
+    with options_as_config_errors("model_options/head_options"):
         return create_model(
             config.model,
             form=config.form,
@@ -72,10 +72,6 @@ def build_model(config: TrainConfig, image_shape: tuple[int, int, int], num_clas
             head_options=config.head_options,
             **options,
         )
-    except (TypeError, ValueError) as error:  # an unknown keyword or an invalid value in the options
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"model_options/head_options: {error}") from None
 
 
 class UserModel(nn.Module):
@@ -141,13 +137,11 @@ def model_form(model: nn.Module) -> str:
     return "cnn"
 
 
-def _feature_width(module: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """The width d of ``module``'s output (N, d) on two blank images (``preflight.probe``)."""
+def _feature_width(module: nn.Module, images: Tensor) -> int:
+    """The width d of ``module``'s output (N, d) on ``images`` (``preflight.probe``)."""
     from slac.train.preflight import probe
 
-    parameter = next(module.parameters(), None)
-    device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
-    return int(probe(module, torch.zeros(2, *image_shape, device=device, dtype=dtype), "model").shape[1])
+    return int(probe(module, images, "model").shape[1])
 
 
 def describe_user_model(
@@ -167,16 +161,13 @@ def describe_user_model(
     by_name = isinstance(head, str)
     if by_name:
         head_options = dict(config.head_options)
-        width = _feature_width(model, image_shape)
-        try:
-            head = create_head(head, width, num_classes, **head_options)
-        except (TypeError, ValueError) as error:
-            if isinstance(error, ConfigError):
-                raise
-            raise ConfigError(f"head_options: {error}") from None
-        parameter = next(model.parameters(), None)
-        if parameter is not None:
-            head = head.to(parameter.device, parameter.dtype)
+        parameter = next(model.parameters(), None)  # the head goes where the model's weights are
+        device, dtype = (
+            (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
+        )
+        width = _feature_width(model, torch.zeros(2, *image_shape, device=device, dtype=dtype))
+        with options_as_config_errors("head_options"):
+            head = create_head(head, width, num_classes, **head_options).to(device, dtype)
     elif head is not None and not isinstance(head, Head):
         raise ConfigError(
             f"head must be a registered head's name (slac.heads.list_heads()) or a slac.heads.Head, got "

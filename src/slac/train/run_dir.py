@@ -76,6 +76,10 @@ def _locked(path: Path) -> bool:
     return False
 
 
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def inspect_run_dir(path: Path) -> Contents:
     """What ``path`` holds (see ``Contents``); reads, never writes."""
     if not path.exists():
@@ -86,12 +90,10 @@ def inspect_run_dir(path: Path) -> Contents:
     if not entries:
         return Contents("empty")
     others = tuple(name for name in entries if name not in RUN_FILES)
-    listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     config = path / "config.yaml"
     if not config.is_file():
-        return Contents(
-            "not a run", "it has no config.yaml" + (f"; it holds {listed}" if others else ""), others=others
-        )
+        held = f"; it holds {_listed(others)}" if others else ""
+        return Contents("not a run", f"it has no config.yaml{held}", others=others)
     try:
         saved_config(yaml.safe_load(config.read_text()), str(config))
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as error:
@@ -102,12 +104,10 @@ def inspect_run_dir(path: Path) -> Contents:
         names = sorted(entry.name for entry in checkpoint_dir.iterdir() if not _is_temporary(entry.name))
         checkpoints = tuple(name for name in names if name.endswith(".pt"))
         others += tuple(f"checkpoints/{name}" for name in names if not name.endswith(".pt"))
-        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     in_use = _locked(path)
     if others:
-        return Contents(
-            "not a run", f"it holds {listed}, which a run does not write", checkpoints, others, in_use
-        )
+        why = f"it holds {_listed(others)}, which a run does not write"
+        return Contents("not a run", why, checkpoints, others, in_use)
     if not checkpoints and not any((path / name).exists() for name in RECORDS):
         return Contents("failed start", in_use=in_use)
     return Contents("run", checkpoints=checkpoints, in_use=in_use)

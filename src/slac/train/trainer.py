@@ -82,11 +82,12 @@ def _set_keys(config: TrainConfig) -> set[str]:
     return {key for key, value in config.to_dict().items() if value != _DEFAULTS[key]}
 
 
-def _run_dir_of(resume: str | Path) -> Path:
-    """The run directory a resumed run continues: the one given, or the one holding the checkpoint."""
+def _run_dir_of(resume: str | Path) -> tuple[Path, Path | None]:
+    """The run directory a resumed run continues and the checkpoint named in it: (the directory given,
+    None), or (the directory holding the checkpoint file given, that file)."""
     path = Path(resume).expanduser()
     if path.is_dir():
-        return path
+        return path, None
     if not path.exists():
         beside = Path(TrainConfig.out_dir) / path
         hint = f"; did you mean {beside}?" if beside.exists() else ""
@@ -98,7 +99,7 @@ def _run_dir_of(resume: str | Path) -> Path:
             f"--resume: {path} is a file outside a run's checkpoints/ folder; give a run directory or one of "
             "its checkpoints (RUN/checkpoints/last.pt)"
         )
-    return path.parent.parent
+    return path.parent.parent, path
 
 
 def _seed(config: TrainConfig) -> None:
@@ -157,8 +158,8 @@ class Trainer:
                 raise ConfigError(
                     "resume continues a run; overwrite starts a new one in its place: choose one"
                 )
-            checkpoint = None if Path(resume).expanduser().is_dir() else Path(resume).expanduser()
-            self.run = RunDirectory(_run_dir_of(resume), early_log)
+            run_dir, checkpoint = _run_dir_of(resume)
+            self.run = RunDirectory(run_dir, early_log)
             self.run.check_resume(checkpoint)
             self.state = load_checkpoint(resume)
             if checkpoint is not None:
