@@ -6,7 +6,9 @@ speed a CNN layer has; on CUDA three ways: float32 with TF32 off, TF32 on, and b
 reported as ratios measured in this run, since the machines are shared and noisy: adder/conv2d (lower is
 better) and official/adder (higher is better). On CUDA the adder's forward throughput is also given as a
 fraction of the device's ceiling of |x - w| pairs per second (``--pair-ceiling``, default the H100 SXM's
-16.7 T/s: 66.9 TFLOP/s FP32 at two instructions a pair).
+16.7 T/s: 66.9 TFLOP/s FP32 at two instructions a pair). On the CPU the cpu backend's forward and input
+gradient are given as fractions of ceilings measured on this machine by probe kernels, the kernels' own
+hot loops on operands in L1 (``slac.bench.probes``).
 
 Timing: each round runs one training-like call per method (the gradients cleared, forward, backward) and
 times its two phases as they run in it (``time_phases``): forward, backward and fwd+bwd come from the
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 
 from slac import functional
 from slac.bench.measure import peak_memory_bytes, time_once, time_phases
+from slac.bench.probes import measure_ceilings
 from slac.ops import available_backends
 from slac.ops.official import official_adder2d
 
@@ -265,19 +268,29 @@ def format_table(results: list[Result], batch: int, pair_ceiling: float | None =
     return "\n".join(lines)
 
 
-def ceiling_table(results: list[Result], batch: int) -> str:
-    """The cpu backend against the instruction limit. The machine's multiply-add rate is taken as the best
-    conv2d forward of this run (oneDNN is near the FMA peak on the wider layers); a |x - w| pair costs 2
-    instructions in the forward's min form and 3 in the input gradient's clamp form where a multiply-add
-    costs 1, so their ceilings are that rate / 2 and / 3 pairs per second."""
+def ceiling_table(results: list[Result], batch: int, ceilings: dict | None) -> str:
+    """The cpu backend against the ceilings measured by the probe kernels (``slac.bench.probes``): the
+    rates of the kernels' own hot loops (min + add for the forward, clamp + FMA for the input gradient)
+    on operands in L1, at the thread count the kernels run with. conv2d's best multiply-add rate of this
+    run and the probes' ratio min+add / FMA are printed beside them: that ratio is what a ceiling derived
+    from an instruction count assumes, and it differs between CPUs."""
     conv = [r for r in results if r.method == "conv2d" and not math.isnan(r.forward_ms)]
     mine = [r for r in results if r.method == "cpu" and not math.isnan(r.grad_input_ms)]
-    if not conv or not mine:
+    if not mine or not ceilings:
         return ""
-    peak = max(r.forward_pairs_per_s for r in conv)
+    forward, grad_input, fma = ceilings["forward"], ceilings["grad_input"], ceilings["fma"]
+    tiles = {kind: "{}x{} {}-bit".format(*tile) for kind, tile in ceilings["tiles"].items()}
+    line = (
+        f"Measured ceilings (probe kernels on {ceilings['threads']} threads): "
+        f"min+add {forward / 1e9:.1f} G pairs/s (tile {tiles['forward']}), "
+        f"clamp+FMA {grad_input / 1e9:.1f} G pairs/s ({tiles['grad_input']}), "
+        f"FMA {fma / 1e9:.1f} G multiply-adds/s ({tiles['fma']}); min+add / FMA {forward / fma:.2f}."
+    )
+    if conv:
+        conv_rate = max(r.forward_pairs_per_s for r in conv)
+        line += f" For comparison, conv2d's best forward: {conv_rate / 1e9:.0f} G multiply-adds/s."
     lines = [
-        f"Machine multiply-add rate (best conv2d forward of this run): {peak / 1e9:.0f} G/s; ceilings: "
-        f"forward {peak / 2e9:.0f} G pairs/s, input gradient {peak / 3e9:.0f} G pairs/s.",
+        line,
         "",
         f"| layer (batch {batch}) | cpu forward G pairs/s | of ceiling | cpu grad input ms "
         "| grad input G pairs/s | of ceiling |",
@@ -286,8 +299,8 @@ def ceiling_table(results: list[Result], batch: int) -> str:
     for r in mine:
         grad_rate = r.forward_pairs_per_s * r.forward_ms / r.grad_input_ms  # the same pairs
         lines.append(
-            f"| {r.layer} | {r.forward_pairs_per_s / 1e9:.1f} | {r.forward_pairs_per_s / (peak / 2):.0%} "
-            f"| {r.grad_input_ms:.2f} | {grad_rate / 1e9:.1f} | {grad_rate / (peak / 3):.0%} |"
+            f"| {r.layer} | {r.forward_pairs_per_s / 1e9:.1f} | {r.forward_pairs_per_s / forward:.0%} "
+            f"| {r.grad_input_ms:.2f} | {grad_rate / 1e9:.1f} | {grad_rate / grad_input:.0%} |"
         )
     return "\n".join(lines)
 
@@ -402,6 +415,7 @@ def main(args: argparse.Namespace) -> int:
     sets = args.shapes or (["resnet20", "resnet18"] if cuda else ["resnet20"])
     print(f"adder benchmark on {machine_description(device)}")
     report, everything = [], []
+    ceilings = None  # measured once, after the first set of layers, when the cpu backend was timed
     for name in sets:
         shapes, set_batch = (
             (RESNET20_CIFAR_SHAPES, batch)
@@ -411,14 +425,17 @@ def main(args: argparse.Namespace) -> int:
         if args.layers is not None:
             shapes = [shapes[i] for i in args.layers if i < len(shapes)]
         results = run(shapes, methods, set_batch, device, repeats=args.repeats)
+        if ceilings is None and device.type == "cpu" and "cpu" in methods:
+            ceilings = measure_ceilings()
         everything.append({"shapes": name, "batch": set_batch, "results": [asdict(r) for r in results]})
         report += [f"### {name} layer shapes, batch {set_batch}", "",
                    format_table(results, set_batch, args.pair_ceiling if cuda else None), "",
                    summary(results), "", "Consistency of the parts with the step:", consistency(results),
-                   "", ceiling_table(results, set_batch), ""]  # fmt: skip
+                   "", ceiling_table(results, set_batch, ceilings), ""]  # fmt: skip
     print()
     print("\n".join(report))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_description(device), "sets": everything}, f, indent=1)
+            json.dump({"machine": machine_description(device), "ceilings": ceilings, "sets": everything}, f,
+                      indent=1)  # fmt: skip
     return 0

@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["peak_memory_bytes", "time_call", "time_once", "time_phases"]
+__all__ = ["peak_memory_bytes", "quiet_stderr", "time_call", "time_once", "time_phases"]
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Silence the profiler library's start/stop lines, which it writes to file descriptor 2."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -101,7 +101,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
