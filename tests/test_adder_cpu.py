@@ -50,12 +50,21 @@ def use_tile(monkeypatch):
     return use
 
 
+@pytest.fixture
+def use_layout(monkeypatch):
+    def use(layout):
+        monkeypatch.setenv("SLAC_CPU_LAYOUT", layout)
+
+    return use
+
+
 @pytest.mark.parametrize("tile", USED_TILES, ids="{0[0]}x{0[1]}x{0[2]}".format)
 @pytest.mark.parametrize("forms", [("min", "clamp"), ("abs", "direct")], ids="-".join)
-def test_every_tile_and_form_at_the_edges_of_its_tiles(tile, forms, use_tile):
+def test_every_tile_and_form_at_the_edges_of_its_tiles(tile, forms, use_tile, use_layout):
     """Channel counts below, at and past a tile's Q, pixel counts below and past its P and a block,
     strides 1-2: the rows and columns a tile pads must never be written or read as data."""
     use_tile(*tile)
+    use_layout("lanes")
     for out_channels, channels, size, kernel, stride in itertools.product(
         (1, 5, 9), (1, 3, 6), (1, 5, 13), (1, 3), (1, 2)
     ):
@@ -72,9 +81,59 @@ def test_every_tile_and_form_at_the_edges_of_its_tiles(tile, forms, use_tile):
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_broadcast_kernels_at_the_edges_of_their_tiles(dtype, use_layout):
+    """The broadcast kernels (channels across the lanes): channel counts below, at and past one and two
+    vectors (V = 1 and 2, and two channel blocks), pixel counts below and past P and a block, strides 1-2
+    (the stride-1 input gradient and the one per residue class), 1x1 and 3x3 kernels."""
+    use_layout("broadcast")
+    lanes = cpu.broadcast_tile("forward", 1, dtype)[3]
+    for out_channels, channels, size, kernel, stride in itertools.product(
+        (1, lanes + 1, 2 * lanes + 1), (3, lanes + 1), (1, 5, 13), (1, 3), (1, 2)
+    ):
+        x = (torch.randn(2, channels, size, size + 1) * 1.5).to(dtype)
+        w = torch.randn(out_channels, channels, kernel, kernel, dtype=dtype)
+        _check(
+            x,
+            w,
+            (stride, kernel // 2, 1, 1),
+            "min",
+            "clamp",
+            f"O{out_channels} C{channels} {size}px k{kernel} s{stride}",
+        )
+
+
+def test_the_layout_rule(monkeypatch):
+    """slac.ops.cpu.layout: broadcast where the channels written fit in 4 vectors, except the input
+    gradient of a strided 1x1 kernel; the stride-1 input gradient as a forward over the padded gradient,
+    the kernel per residue class where the padding is past the kernel's reach; the override checked."""
+    monkeypatch.delenv("SLAC_CPU_LAYOUT", raising=False)
+    f32 = torch.float32
+    # 4 vectors of 16 with AVX-512, 2 of 8 with AVX2
+    most = cpu.BROADCAST_VECTORS[cpu._target_vector_registers()] * cpu.broadcast_tile("forward", 1, f32)[3]
+    assert cpu.layout("forward", (most, 128, 5, 5), (1, 1), f32) == "broadcast"
+    assert cpu.layout("forward", (most + 1, 1, 1, 1), (1, 1), f32) == "lanes"
+    assert cpu.layout("grad_input", (128, most, 3, 3), (1, 1), f32) == "broadcast"
+    assert cpu.layout("grad_input", (1, most + 1, 3, 3), (1, 1), f32) == "lanes"
+    assert cpu.layout("grad_input", (32, most, 3, 3), (2, 2), f32) == "broadcast"
+    assert cpu.layout("grad_input", (32, most, 1, 1), (2, 2), f32) == "lanes"
+    assert cpu.layout("forward", (most, 16, 1, 1), (2, 2), f32) == "broadcast"
+    x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3)
+    conv = ((1, 1), (1, 1), (1, 1), 1)
+    assert "broadcast" in cpu.forward_calls(x, w, *conv)[1][0].name
+    assert "stride1" in cpu.grad_input_calls(torch.randn(2, 16, 8, 8), x, w, *conv)[1][0].name
+    padded = ((1, 1), (3, 3), (1, 1), 1)  # padding past the kernel's reach: the kernel per residue class
+    assert "clamp_broadcast" in cpu.grad_input_calls(torch.randn(2, 16, 12, 12), x, w, *padded)[1][0].name
+    monkeypatch.setenv("SLAC_CPU_LAYOUT", "columns")
+    with pytest.raises(ValueError, match="SLAC_CPU_LAYOUT='columns'"):
+        cpu.layout("forward", (16, 16, 3, 3), (1, 1), f32)
+
+
+@pytest.mark.parametrize("layout", cpu.LAYOUTS)
 @pytest.mark.parametrize("tile", USED_TILES, ids="{0[0]}x{0[1]}x{0[2]}".format)
-def test_float64_dilation_and_groups(tile, use_tile):
+def test_float64_dilation_and_groups(tile, layout, use_tile, use_layout):
     use_tile(*tile)
+    use_layout(layout)
     x = torch.randn(3, 8, 9, 7, dtype=torch.float64)
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64)
     wide = torch.randn(1, 4, 3, 41, dtype=torch.float64)  # rows of several gradient blocks (8 P pixels each)
@@ -117,6 +176,34 @@ def test_rewritten_forms_hold_when_inputs_and_weights_share_an_offset(offset):
         rewritten = _errors(x, w, stride, ("min", "clamp"))
         for kind, r, d in zip(("forward", "grad input"), rewritten, direct, strict=True):
             assert r <= REWRITTEN_ERROR_FACTOR * d + 1e-6, (kind, offset, x.shape, r, d)
+
+
+@pytest.mark.parametrize("layout", cpu.LAYOUTS)
+def test_both_layouts_hold_the_bound(layout, use_layout):
+    """The shared-offset cases in each layout: the broadcast kernels sum each lane's whole reduction, in
+    chunks (cpu_codegen.CHUNK), within the same bound."""
+    use_layout(layout)
+    test_rewritten_forms_hold_when_inputs_and_weights_share_an_offset(20.0)
+
+
+def test_channels_last_packing():
+    """slac.ops._cpu_pack.channels_last: x - shift channels last, the border -shift, the channels past C
+    zero; the sum of x - shift and the count of magnitudes past the limit; inf and NaN in the sum."""
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    shift = torch.randn(3, dtype=torch.float64)
+    out, total, over = cpu._channels_last(x, shift, (1, 2), 4)
+    expected = torch.zeros(2, 6, 9, 4, dtype=torch.float64)
+    expected[..., :3] = -shift
+    expected[:, 1:5, 2:7, :3] = (x - shift[:, None, None]).permute(0, 2, 3, 1)
+    assert torch.equal(out, expected)
+    shifted = x - shift[:, None, None]
+    assert total == pytest.approx(float(shifted.sum()))
+    assert over == int((shifted.abs() > cpu._CLAMP_LIMIT).sum()) == 0
+    x[0, 1, 2, 3] = 100.0
+    assert cpu._channels_last(x, shift, (0, 0), 3)[2] == 1
+    for bad in (float("inf"), float("nan")):
+        x[1, 2, 3, 4] = bad
+        assert not cpu._finite(cpu._channels_last(x, shift, (1, 1), 3)[1])
 
 
 def test_without_the_shift_the_rewritten_forms_would_fail(monkeypatch):
@@ -214,14 +301,18 @@ def test_tile_override_is_checked(monkeypatch):
         cpu.tile.cache_clear()
 
 
+@pytest.mark.parametrize("layout", cpu.LAYOUTS)
 @pytest.mark.parametrize(("kind", "form", "per_pair"), [("forward", "min", 2), ("grad_input", "clamp", 3)])
-def test_hot_loops_keep_their_accumulators_in_registers(kind, form, per_pair):
+def test_hot_loops_keep_their_accumulators_in_registers(kind, form, per_pair, layout):
     """The machine code of the kernels the backend picks on this target (run natively and under the
-    emulated AVX2 target in CI): the hot loop has a tile's worth of accumulators, no stack access (no
-    spill), and the instructions per pair-vector of its form (min, add; max, min, FMA)."""
-    name, code = asm.compile_kernel(kind, form)
+    emulated AVX2 target in CI), in both layouts: the hot loop has a tile's worth of accumulators, no stack
+    access (no spill), and the instructions per pair-vector of its form (min, add; max, min, FMA)."""
+    name, code = asm.compile_kernel(kind, form, layout=layout)
     report = asm.analyse(name, "float32", code)
-    p, q, bits = cpu.tile(kind)
+    if layout == "lanes":
+        p, q, bits = cpu.tile(kind)
+    else:
+        p, q, bits, _ = cpu.broadcast_tile(kind, asm.LAYER["broadcast"][0], torch.float32)
     assert report.accumulators == p * q, report
     assert report.spills == 0, report
     assert report.instructions_per_pair_vector == per_pair, report

@@ -22,6 +22,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import os
 import re
 
 import torch
@@ -84,10 +85,11 @@ def hot_loop(asm: str) -> list[str]:
     innermost = [
         (a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
     ]
-    best: list[str] = []  # the innermost loop with the most arithmetic, the widest on a tie
+    best: list[str] = []  # the innermost loop with the most arithmetic; on a tie the widest, then the
+    # shortest (a kernel's epilogue can hold as much arithmetic as its hot loop, among loads and spills)
     for a, b in innermost:
         body = _instructions(lines[a : b + 1])
-        if _count_arithmetic(body) > _count_arithmetic(best):
+        if (*_count_arithmetic(body), -len(body)) > (*_count_arithmetic(best), -len(best) if best else 0):
             best = body
     return best
 
@@ -133,20 +135,38 @@ def analyse(kernel: str, dtype: str, asm: str) -> AsmReport:
     )
 
 
-def compile_kernel(kind: str, form: str, dtype: torch.dtype = torch.float32) -> tuple[str, str]:
-    """(name, assembly) of the ``kind`` kernel in ``form`` at the backend's tile, compiled afresh (numba's
-    cache would hand back object code without assembly) and run once on a ResNet-20 stage-2 layer."""
+LAYER = {  # the layer each layout's kernel is compiled for: one that takes it (slac.ops.cpu.layout)
+    "lanes": (32, 16),  # ResNet-20 stage 2: 32 channels, 16 pixels
+    "broadcast": (16, 32),  # stage 1: 16 channels, 32 pixels
+}
+
+
+def compile_kernel(
+    kind: str, form: str, dtype: torch.dtype = torch.float32, layout: str = "lanes"
+) -> tuple[str, str]:
+    """(name, assembly) of the ``kind`` kernel in ``form`` and ``layout`` ("lanes" or "broadcast", which
+    only the min and clamp forms have) at the backend's tile, compiled afresh (numba's cache would hand
+    back object code without assembly) and run once on a ResNet-20 layer (``LAYER``)."""
     import numba
 
     from slac.ops import _cpu_kernels, cpu
 
-    x = torch.randn(2, 32, 16, 16, dtype=dtype)
-    w = torch.randn(32, 32, 3, 3, dtype=dtype)
+    channels, size = LAYER[layout]
+    x = torch.randn(2, channels, size, size, dtype=dtype)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype)
     conv = ((1, 1), (1, 1), (1, 1), 1)
-    if kind == "forward":
-        _, calls = cpu.forward_calls(x, w, *conv, form=form)
-    else:
-        _, calls = cpu.grad_input_calls(torch.randn_like(x), x, w, *conv, form=form)
+    saved = os.environ.get("SLAC_CPU_LAYOUT")
+    os.environ["SLAC_CPU_LAYOUT"] = layout
+    try:
+        if kind == "forward":
+            _, calls = cpu.forward_calls(x, w, *conv, form=form)
+        else:
+            _, calls = cpu.grad_input_calls(torch.randn_like(x), x, w, *conv, form=form)
+    finally:
+        if saved is None:
+            del os.environ["SLAC_CPU_LAYOUT"]
+        else:
+            os.environ["SLAC_CPU_LAYOUT"] = saved
     call = calls[0]
     jitted = getattr(_cpu_kernels, call.name)
     options = {k: v for k, v in jitted.targetoptions.items() if k not in ("cache", "nopython")}
@@ -172,16 +192,23 @@ def main(args: argparse.Namespace) -> int:
 
     dtype = getattr(torch, args.dtype)
     target = numba.config.CPU_NAME or llvm.get_host_cpu_name()
-    print(f"numba target: {target}, {cpu._target_vector_registers()} vector registers; tiles (P, Q, bits): "
-          f"forward {cpu.tile('forward')}, grad_input {cpu.tile('grad_input')}")  # fmt: skip
-    forms = [("forward", f) for f in cpu.FORMS["forward"]] + [
-        ("grad_input", f) for f in cpu.FORMS["grad_input"]
-    ]
-    if not args.all:
-        forms = [("forward", cpu.FORMS["forward"][0]), ("grad_input", cpu.FORMS["grad_input"][0])]
+    channels = LAYER["broadcast"][0]
+    lanes = f"forward {cpu.tile('forward')}, grad_input {cpu.tile('grad_input')}"
+    broadcast = ", ".join(f"{k} {cpu.broadcast_tile(k, channels, dtype)}" for k in ("forward", "grad_input"))
+    print(
+        f"numba target: {target}, {cpu._target_vector_registers()} vector registers; lanes tiles "
+        f"(P, Q, bits): {lanes}; broadcast tiles (P, V, bits, lanes) at {channels} channels: {broadcast}"
+    )
+    rewritten = [("forward", cpu.FORMS["forward"][0]), ("grad_input", cpu.FORMS["grad_input"][0])]
+    kernels = [(kind, form, layout) for layout in cpu.LAYOUTS for kind, form in rewritten]
+    if args.all:
+        kernels += [
+            ("forward", cpu.FORMS["forward"][1], "lanes"),
+            ("grad_input", cpu.FORMS["grad_input"][1], "lanes"),
+        ]
     reports = []
-    for kind, form in forms:
-        name, asm = compile_kernel(kind, form, dtype)
+    for kind, form, layout in kernels:
+        name, asm = compile_kernel(kind, form, dtype, layout)
         reports.append(analyse(name, args.dtype, asm))
     print()
     print("| kernel | dtype | vector bits | hot-loop instructions | arithmetic | accumulators | loads | "

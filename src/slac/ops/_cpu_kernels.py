@@ -4,11 +4,11 @@
 import numpy as np
 from numba import njit, prange
 
-from slac.ops.numba_extras import prefer_512_bit_vectors
+from slac.ops.numba_extras import prefer_512_bit_vectors, vadd, vfma, vlanes, vload, vmax, vmin, vmul, vsplat, vstore, vsub, vzero
 
 # reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-# numba_extras.py sha1: 661efd4f1a7cf553adb64a150652694aff3e8164
+# numba_extras.py sha1: 132f97779e6429a4eb3820c7dc7897c618f7b5fa
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -26,11 +26,10 @@ def _forward_min_4x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -51,6 +50,14 @@ def _forward_min_4x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 4):
                 a00 = zero
@@ -162,11 +169,10 @@ def _forward_abs_4x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -187,6 +193,14 @@ def _forward_abs_4x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 4):
                 a00 = zero
@@ -294,29 +308,37 @@ def _grad_input_clamp_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -328,7 +350,6 @@ def _grad_input_clamp_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -474,29 +495,37 @@ def _grad_input_direct_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -508,7 +537,6 @@ def _grad_input_direct_4x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -644,11 +672,10 @@ def _forward_min_4x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -669,6 +696,14 @@ def _forward_min_4x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 4):
                 a00 = zero
@@ -781,11 +816,10 @@ def _forward_abs_4x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -806,6 +840,14 @@ def _forward_abs_4x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 4):
                 a00 = zero
@@ -914,29 +956,37 @@ def _grad_input_clamp_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -948,7 +998,6 @@ def _grad_input_clamp_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -1095,29 +1144,37 @@ def _grad_input_direct_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 3) // 4 * 4)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -1129,7 +1186,6 @@ def _grad_input_direct_4x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -1264,11 +1320,10 @@ def _forward_min_3x3_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -1289,6 +1344,14 @@ def _forward_min_3x3_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 3):
             for t in range(0, nb, 3):
                 a00 = zero
@@ -1368,11 +1431,10 @@ def _forward_abs_3x3_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -1393,6 +1455,14 @@ def _forward_abs_3x3_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 3):
             for t in range(0, nb, 3):
                 a00 = zero
@@ -1468,29 +1538,37 @@ def _grad_input_clamp_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -1502,7 +1580,6 @@ def _grad_input_clamp_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -1602,29 +1679,37 @@ def _grad_input_direct_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -1636,7 +1721,6 @@ def _grad_input_direct_3x3_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -1733,11 +1817,10 @@ def _forward_min_3x3_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -1758,6 +1841,14 @@ def _forward_min_3x3_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 3):
             for t in range(0, nb, 3):
                 a00 = zero
@@ -1838,11 +1929,10 @@ def _forward_abs_3x3_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -1863,6 +1953,14 @@ def _forward_abs_3x3_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 3):
             for t in range(0, nb, 3):
                 a00 = zero
@@ -1939,29 +2037,37 @@ def _grad_input_clamp_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -1973,7 +2079,6 @@ def _grad_input_clamp_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -2074,29 +2179,37 @@ def _grad_input_direct_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -2108,7 +2221,6 @@ def _grad_input_direct_3x3_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -2204,11 +2316,10 @@ def _forward_min_2x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -2229,6 +2340,14 @@ def _forward_min_2x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -2302,11 +2421,10 @@ def _forward_abs_2x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -2327,6 +2445,14 @@ def _forward_abs_2x4_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -2396,29 +2522,37 @@ def _grad_input_clamp_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -2430,7 +2564,6 @@ def _grad_input_clamp_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -2524,29 +2657,37 @@ def _grad_input_direct_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -2558,7 +2699,6 @@ def _grad_input_direct_2x4_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -2650,11 +2790,10 @@ def _forward_min_2x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -2675,6 +2814,14 @@ def _forward_min_2x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -2749,11 +2896,10 @@ def _forward_abs_2x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -2774,6 +2920,14 @@ def _forward_abs_2x4_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 4):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -2844,29 +2998,37 @@ def _grad_input_clamp_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -2878,7 +3040,6 @@ def _grad_input_clamp_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -2973,29 +3134,37 @@ def _grad_input_direct_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -3007,7 +3176,6 @@ def _grad_input_direct_2x4_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -3098,11 +3266,10 @@ def _forward_min_2x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -3123,6 +3290,14 @@ def _forward_min_2x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 2):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -3178,11 +3353,10 @@ def _forward_abs_2x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -3203,6 +3377,14 @@ def _forward_abs_2x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 2):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -3254,29 +3436,37 @@ def _grad_input_clamp_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -3288,7 +3478,6 @@ def _grad_input_clamp_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -3354,29 +3543,37 @@ def _grad_input_direct_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -3388,7 +3585,6 @@ def _grad_input_direct_2x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -3456,11 +3652,10 @@ def _forward_min_2x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -3481,6 +3676,14 @@ def _forward_min_2x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 2):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -3537,11 +3740,10 @@ def _forward_abs_2x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
     run = kw * c
     for blk in range(start, stop, pb):
         nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
         for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack one row per pixel; rows past the end repeat the last
-            n = blk + min(t, nb - 1)
-            b = n // hw; r = n - b * hw; oy = r // wo; ox = r - oy * wo
             pix[t, 0] = b
-            pix[t, 1] = r
+            pix[t, 1] = oy * wo + ox
             k = 0
             for i in range(kh):
                 row = oy * sh + i * dh
@@ -3562,6 +3764,14 @@ def _forward_abs_2x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw,
             for e in range(k, kpad):
                 xb[t, e] = zero
             sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
         for q0 in range(0, opad, 2):
             for t in range(0, nb, 2):
                 a00 = zero
@@ -3614,29 +3824,37 @@ def _grad_input_clamp_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -3648,7 +3866,6 @@ def _grad_input_clamp_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw,
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -3715,29 +3932,37 @@ def _grad_input_direct_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
     c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     cpad = wall.shape[0]
     pb = gb.shape[0]
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
     for n in range(start, stop):
         b = n // height
         h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
         for rw in range(min(sw, width)):
             count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
             cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
             for u0 in range(0, count, pb):
                 nb = min(pb, count - u0)
-                rlen = 0
                 for t in range(min(pb, (nb + 1) // 2 * 2)):  # pack the gradients reaching each pixel
-                    col = rw + sw * (u0 + min(t, nb - 1))
-                    wcol[t] = col
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
                     k = 0
-                    for i in range(kh):
-                        num_h = h + ph - i * dh
-                        if num_h % sh != 0:
-                            continue
-                        oh = num_h // sh
-                        for j in range(kw):
-                            num_w = col + pw - j * dw
-                            if num_w % sw != 0:
-                                continue
-                            ow = num_w // sw
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
                             if 0 <= oh < ho and 0 <= ow < wo:
                                 for o in range(o_dim):
                                     gb[t, k + o] = gcl[b, oh, ow, o]
@@ -3749,7 +3974,6 @@ def _grad_input_direct_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw
                     for e in range(k):
                         s += gb[t, e]
                     sgb[t] = s
-                    rlen = k
                 if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
                     for t in range(nb):
                         for c in range(c_dim):
@@ -3799,3 +4023,2741 @@ def _grad_input_direct_2x2_512_threads(gcl, xcl, wall, woff, total, chunk, sh, s
         sgb = np.empty(block, wall.dtype)
         wcol = np.empty(block, np.int64)
         _grad_input_direct_2x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 7) // 8 * 8)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 8):
+                a00 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a30 = vzero(wp, 256)
+                a40 = vzero(wp, 256)
+                a50 = vzero(wp, 256)
+                a60 = vzero(wp, 256)
+                a70 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c30 = vzero(wp, 256)
+                    c40 = vzero(wp, 256)
+                    c50 = vzero(wp, 256)
+                    c60 = vzero(wp, 256)
+                    c70 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        x0 = vsplat(xb[t + 0, k], 256)
+                        x1 = vsplat(xb[t + 1, k], 256)
+                        x2 = vsplat(xb[t + 2, k], 256)
+                        x3 = vsplat(xb[t + 3, k], 256)
+                        x4 = vsplat(xb[t + 4, k], 256)
+                        x5 = vsplat(xb[t + 5, k], 256)
+                        x6 = vsplat(xb[t + 6, k], 256)
+                        x7 = vsplat(xb[t + 7, k], 256)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c50 = vadd(c50, vmin(x5, w0))
+                        c60 = vadd(c60, vmin(x6, w0))
+                        c70 = vadd(c70, vmin(x7, w0))
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                    a60 = vadd(a60, c60)
+                    a70 = vadd(a70, c70)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+                vstore(ot, (t + 6) * opad + o0 + 0 * lanes, a60)
+                vstore(ot, (t + 7) * opad + o0 + 0 * lanes, a70)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_8x1_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 7) // 8 * 8)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 8):
+                a00 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a30 = vzero(wp, 512)
+                a40 = vzero(wp, 512)
+                a50 = vzero(wp, 512)
+                a60 = vzero(wp, 512)
+                a70 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c30 = vzero(wp, 512)
+                    c40 = vzero(wp, 512)
+                    c50 = vzero(wp, 512)
+                    c60 = vzero(wp, 512)
+                    c70 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        x0 = vsplat(xb[t + 0, k], 512)
+                        x1 = vsplat(xb[t + 1, k], 512)
+                        x2 = vsplat(xb[t + 2, k], 512)
+                        x3 = vsplat(xb[t + 3, k], 512)
+                        x4 = vsplat(xb[t + 4, k], 512)
+                        x5 = vsplat(xb[t + 5, k], 512)
+                        x6 = vsplat(xb[t + 6, k], 512)
+                        x7 = vsplat(xb[t + 7, k], 512)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c50 = vadd(c50, vmin(x5, w0))
+                        c60 = vadd(c60, vmin(x6, w0))
+                        c70 = vadd(c70, vmin(x7, w0))
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                    a60 = vadd(a60, c60)
+                    a70 = vadd(a70, c70)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+                vstore(ot, (t + 6) * opad + o0 + 0 * lanes, a60)
+                vstore(ot, (t + 7) * opad + o0 + 0 * lanes, a70)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_8x1_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 6):
+                a00 = vzero(wp, 256)
+                a01 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a11 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a21 = vzero(wp, 256)
+                a30 = vzero(wp, 256)
+                a31 = vzero(wp, 256)
+                a40 = vzero(wp, 256)
+                a41 = vzero(wp, 256)
+                a50 = vzero(wp, 256)
+                a51 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c01 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c11 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c21 = vzero(wp, 256)
+                    c30 = vzero(wp, 256)
+                    c31 = vzero(wp, 256)
+                    c40 = vzero(wp, 256)
+                    c41 = vzero(wp, 256)
+                    c50 = vzero(wp, 256)
+                    c51 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
+                        x0 = vsplat(xb[t + 0, k], 256)
+                        x1 = vsplat(xb[t + 1, k], 256)
+                        x2 = vsplat(xb[t + 2, k], 256)
+                        x3 = vsplat(xb[t + 3, k], 256)
+                        x4 = vsplat(xb[t + 4, k], 256)
+                        x5 = vsplat(xb[t + 5, k], 256)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c01 = vadd(c01, vmin(x0, w1))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c11 = vadd(c11, vmin(x1, w1))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c21 = vadd(c21, vmin(x2, w1))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c31 = vadd(c31, vmin(x3, w1))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c41 = vadd(c41, vmin(x4, w1))
+                        c50 = vadd(c50, vmin(x5, w0))
+                        c51 = vadd(c51, vmin(x5, w1))
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                    a30 = vadd(a30, c30)
+                    a31 = vadd(a31, c31)
+                    a40 = vadd(a40, c40)
+                    a41 = vadd(a41, c41)
+                    a50 = vadd(a50, c50)
+                    a51 = vadd(a51, c51)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 3) * opad + o0 + 1 * lanes, a31)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 4) * opad + o0 + 1 * lanes, a41)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+                vstore(ot, (t + 5) * opad + o0 + 1 * lanes, a51)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x2_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 6):
+                a00 = vzero(wp, 512)
+                a01 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a11 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a21 = vzero(wp, 512)
+                a30 = vzero(wp, 512)
+                a31 = vzero(wp, 512)
+                a40 = vzero(wp, 512)
+                a41 = vzero(wp, 512)
+                a50 = vzero(wp, 512)
+                a51 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c01 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c11 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c21 = vzero(wp, 512)
+                    c30 = vzero(wp, 512)
+                    c31 = vzero(wp, 512)
+                    c40 = vzero(wp, 512)
+                    c41 = vzero(wp, 512)
+                    c50 = vzero(wp, 512)
+                    c51 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
+                        x0 = vsplat(xb[t + 0, k], 512)
+                        x1 = vsplat(xb[t + 1, k], 512)
+                        x2 = vsplat(xb[t + 2, k], 512)
+                        x3 = vsplat(xb[t + 3, k], 512)
+                        x4 = vsplat(xb[t + 4, k], 512)
+                        x5 = vsplat(xb[t + 5, k], 512)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c01 = vadd(c01, vmin(x0, w1))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c11 = vadd(c11, vmin(x1, w1))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c21 = vadd(c21, vmin(x2, w1))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c31 = vadd(c31, vmin(x3, w1))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c41 = vadd(c41, vmin(x4, w1))
+                        c50 = vadd(c50, vmin(x5, w0))
+                        c51 = vadd(c51, vmin(x5, w1))
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                    a30 = vadd(a30, c30)
+                    a31 = vadd(a31, c31)
+                    a40 = vadd(a40, c40)
+                    a41 = vadd(a41, c41)
+                    a50 = vadd(a50, c50)
+                    a51 = vadd(a51, c51)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 3) * opad + o0 + 1 * lanes, a31)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 4) * opad + o0 + 1 * lanes, a41)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+                vstore(ot, (t + 5) * opad + o0 + 1 * lanes, a51)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x2_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 6):
+                a00 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a30 = vzero(wp, 256)
+                a40 = vzero(wp, 256)
+                a50 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c30 = vzero(wp, 256)
+                    c40 = vzero(wp, 256)
+                    c50 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        x0 = vsplat(xb[t + 0, k], 256)
+                        x1 = vsplat(xb[t + 1, k], 256)
+                        x2 = vsplat(xb[t + 2, k], 256)
+                        x3 = vsplat(xb[t + 3, k], 256)
+                        x4 = vsplat(xb[t + 4, k], 256)
+                        x5 = vsplat(xb[t + 5, k], 256)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c50 = vadd(c50, vmin(x5, w0))
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x1_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_6x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 6):
+                a00 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a30 = vzero(wp, 512)
+                a40 = vzero(wp, 512)
+                a50 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c30 = vzero(wp, 512)
+                    c40 = vzero(wp, 512)
+                    c50 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        x0 = vsplat(xb[t + 0, k], 512)
+                        x1 = vsplat(xb[t + 1, k], 512)
+                        x2 = vsplat(xb[t + 2, k], 512)
+                        x3 = vsplat(xb[t + 3, k], 512)
+                        x4 = vsplat(xb[t + 4, k], 512)
+                        x5 = vsplat(xb[t + 5, k], 512)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c30 = vadd(c30, vmin(x3, w0))
+                        c40 = vadd(c40, vmin(x4, w0))
+                        c50 = vadd(c50, vmin(x5, w0))
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_6x1_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_6x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_3x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 3):
+                a00 = vzero(wp, 256)
+                a01 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a11 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a21 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c01 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c11 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c21 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
+                        x0 = vsplat(xb[t + 0, k], 256)
+                        x1 = vsplat(xb[t + 1, k], 256)
+                        x2 = vsplat(xb[t + 2, k], 256)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c01 = vadd(c01, vmin(x0, w1))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c11 = vadd(c11, vmin(x1, w1))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c21 = vadd(c21, vmin(x2, w1))
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_3x2_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_3x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_3x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
+    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
+    # out channel by channel.
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 3):
+                a00 = vzero(wp, 512)
+                a01 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a11 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a21 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c01 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c11 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c21 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
+                        x0 = vsplat(xb[t + 0, k], 512)
+                        x1 = vsplat(xb[t + 1, k], 512)
+                        x2 = vsplat(xb[t + 2, k], 512)
+                        c00 = vadd(c00, vmin(x0, w0))
+                        c01 = vadd(c01, vmin(x0, w1))
+                        c10 = vadd(c10, vmin(x1, w0))
+                        c11 = vadd(c11, vmin(x1, w1))
+                        c20 = vadd(c20, vmin(x2, w0))
+                        c21 = vadd(c21, vmin(x2, w1))
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+        for o in range(o_dim):
+            ws = wsum[o]
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _forward_min_broadcast_3x2_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _forward_min_broadcast_3x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_6x1_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 1 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 256)
+    ones = vsplat(one, 256)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 1 * lanes):
+                    for t in range(0, nb, 6):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 256)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 256)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 256)
+                        x30 = vload(xcl, ((b * height + h) * width + wcol[t + 3]) * cpad + c0 + 0 * lanes, 256)
+                        x40 = vload(xcl, ((b * height + h) * width + wcol[t + 4]) * cpad + c0 + 0 * lanes, 256)
+                        x50 = vload(xcl, ((b * height + h) * width + wcol[t + 5]) * cpad + c0 + 0 * lanes, 256)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
+                        lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
+                        lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
+                        a00 = vzero(wall, 256)
+                        a10 = vzero(wall, 256)
+                        a20 = vzero(wall, 256)
+                        a30 = vzero(wall, 256)
+                        a40 = vzero(wall, 256)
+                        a50 = vzero(wall, 256)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 256)
+                            c10 = vzero(wall, 256)
+                            c20 = vzero(wall, 256)
+                            c30 = vzero(wall, 256)
+                            c40 = vzero(wall, 256)
+                            c50 = vzero(wall, 256)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 256)
+                                g0 = vsplat(gb[t + 0, k], 256)
+                                g1 = vsplat(gb[t + 1, k], 256)
+                                g2 = vsplat(gb[t + 2, k], 256)
+                                g3 = vsplat(gb[t + 3, k], 256)
+                                g4 = vsplat(gb[t + 4, k], 256)
+                                g5 = vsplat(gb[t + 5, k], 256)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                                c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
+                                c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
+                                c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                            a00 = vadd(a00, c00)
+                            a10 = vadd(a10, c10)
+                            a20 = vadd(a20, c20)
+                            a30 = vadd(a30, c30)
+                            a40 = vadd(a40, c40)
+                            a50 = vadd(a50, c50)
+                        s0 = vsplat(sgb[t + 0], 256)
+                        s1 = vsplat(sgb[t + 1], 256)
+                        s2 = vsplat(sgb[t + 2], 256)
+                        s3 = vsplat(sgb[t + 3], 256)
+                        s4 = vsplat(sgb[t + 4], 256)
+                        s5 = vsplat(sgb[t + 5], 256)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                        vstore(dt, (t + 3) * cpad + c0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
+                        vstore(dt, (t + 4) * cpad + c0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
+                        vstore(dt, (t + 5) * cpad + c0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_6x1_256_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_6x1_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_6x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    ones = vsplat(one, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 6):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
+                x30 = vload(xcl, (pix[t + 3, 0] * hw + pix[t + 3, 1]) * opad + o0 + 0 * lanes, 256)
+                x40 = vload(xcl, (pix[t + 4, 0] * hw + pix[t + 4, 1]) * opad + o0 + 0 * lanes, 256)
+                x50 = vload(xcl, (pix[t + 5, 0] * hw + pix[t + 5, 1]) * opad + o0 + 0 * lanes, 256)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
+                lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
+                lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
+                a00 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a30 = vzero(wp, 256)
+                a40 = vzero(wp, 256)
+                a50 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c30 = vzero(wp, 256)
+                    c40 = vzero(wp, 256)
+                    c50 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        g0 = vsplat(xb[t + 0, k], 256)
+                        g1 = vsplat(xb[t + 1, k], 256)
+                        g2 = vsplat(xb[t + 2, k], 256)
+                        g3 = vsplat(xb[t + 3, k], 256)
+                        g4 = vsplat(xb[t + 4, k], 256)
+                        g5 = vsplat(xb[t + 5, k], 256)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                        c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
+                        c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
+                        c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                s0 = vsplat(sxb[t + 0], 256)
+                s1 = vsplat(sxb[t + 1], 256)
+                s2 = vsplat(sxb[t + 2], 256)
+                s3 = vsplat(sxb[t + 3], 256)
+                s4 = vsplat(sxb[t + 4], 256)
+                s5 = vsplat(sxb[t + 5], 256)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_6x1_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_6x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_6x1_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 1 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    prefer_512_bit_vectors()
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 512)
+    ones = vsplat(one, 512)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 1 * lanes):
+                    for t in range(0, nb, 6):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 512)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 512)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 512)
+                        x30 = vload(xcl, ((b * height + h) * width + wcol[t + 3]) * cpad + c0 + 0 * lanes, 512)
+                        x40 = vload(xcl, ((b * height + h) * width + wcol[t + 4]) * cpad + c0 + 0 * lanes, 512)
+                        x50 = vload(xcl, ((b * height + h) * width + wcol[t + 5]) * cpad + c0 + 0 * lanes, 512)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
+                        lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
+                        lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
+                        a00 = vzero(wall, 512)
+                        a10 = vzero(wall, 512)
+                        a20 = vzero(wall, 512)
+                        a30 = vzero(wall, 512)
+                        a40 = vzero(wall, 512)
+                        a50 = vzero(wall, 512)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 512)
+                            c10 = vzero(wall, 512)
+                            c20 = vzero(wall, 512)
+                            c30 = vzero(wall, 512)
+                            c40 = vzero(wall, 512)
+                            c50 = vzero(wall, 512)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 512)
+                                g0 = vsplat(gb[t + 0, k], 512)
+                                g1 = vsplat(gb[t + 1, k], 512)
+                                g2 = vsplat(gb[t + 2, k], 512)
+                                g3 = vsplat(gb[t + 3, k], 512)
+                                g4 = vsplat(gb[t + 4, k], 512)
+                                g5 = vsplat(gb[t + 5, k], 512)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                                c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
+                                c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
+                                c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                            a00 = vadd(a00, c00)
+                            a10 = vadd(a10, c10)
+                            a20 = vadd(a20, c20)
+                            a30 = vadd(a30, c30)
+                            a40 = vadd(a40, c40)
+                            a50 = vadd(a50, c50)
+                        s0 = vsplat(sgb[t + 0], 512)
+                        s1 = vsplat(sgb[t + 1], 512)
+                        s2 = vsplat(sgb[t + 2], 512)
+                        s3 = vsplat(sgb[t + 3], 512)
+                        s4 = vsplat(sgb[t + 4], 512)
+                        s5 = vsplat(sgb[t + 5], 512)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                        vstore(dt, (t + 3) * cpad + c0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
+                        vstore(dt, (t + 4) * cpad + c0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
+                        vstore(dt, (t + 5) * cpad + c0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_6x1_512_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_6x1_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_6x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    ones = vsplat(one, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 6):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
+                x30 = vload(xcl, (pix[t + 3, 0] * hw + pix[t + 3, 1]) * opad + o0 + 0 * lanes, 512)
+                x40 = vload(xcl, (pix[t + 4, 0] * hw + pix[t + 4, 1]) * opad + o0 + 0 * lanes, 512)
+                x50 = vload(xcl, (pix[t + 5, 0] * hw + pix[t + 5, 1]) * opad + o0 + 0 * lanes, 512)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
+                lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
+                lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
+                a00 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a30 = vzero(wp, 512)
+                a40 = vzero(wp, 512)
+                a50 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c30 = vzero(wp, 512)
+                    c40 = vzero(wp, 512)
+                    c50 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        g0 = vsplat(xb[t + 0, k], 512)
+                        g1 = vsplat(xb[t + 1, k], 512)
+                        g2 = vsplat(xb[t + 2, k], 512)
+                        g3 = vsplat(xb[t + 3, k], 512)
+                        g4 = vsplat(xb[t + 4, k], 512)
+                        g5 = vsplat(xb[t + 5, k], 512)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                        c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
+                        c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
+                        c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                    a30 = vadd(a30, c30)
+                    a40 = vadd(a40, c40)
+                    a50 = vadd(a50, c50)
+                s0 = vsplat(sxb[t + 0], 512)
+                s1 = vsplat(sxb[t + 1], 512)
+                s2 = vsplat(sxb[t + 2], 512)
+                s3 = vsplat(sxb[t + 3], 512)
+                s4 = vsplat(sxb[t + 4], 512)
+                s5 = vsplat(sxb[t + 5], 512)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
+                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
+                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_6x1_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_6x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 2 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 256)
+    ones = vsplat(one, 256)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 2 * lanes):
+                    for t in range(0, nb, 3):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 256)
+                        x01 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 1 * lanes, 256)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 256)
+                        x11 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 1 * lanes, 256)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 256)
+                        x21 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 1 * lanes, 256)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
+                        a00 = vzero(wall, 256)
+                        a01 = vzero(wall, 256)
+                        a10 = vzero(wall, 256)
+                        a11 = vzero(wall, 256)
+                        a20 = vzero(wall, 256)
+                        a21 = vzero(wall, 256)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 256)
+                            c01 = vzero(wall, 256)
+                            c10 = vzero(wall, 256)
+                            c11 = vzero(wall, 256)
+                            c20 = vzero(wall, 256)
+                            c21 = vzero(wall, 256)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 256)
+                                w1 = vload(wall, (off + k) * cpad + c0 + 1 * lanes, 256)
+                                g0 = vsplat(gb[t + 0, k], 256)
+                                g1 = vsplat(gb[t + 1, k], 256)
+                                g2 = vsplat(gb[t + 2, k], 256)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                                c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                            a00 = vadd(a00, c00)
+                            a01 = vadd(a01, c01)
+                            a10 = vadd(a10, c10)
+                            a11 = vadd(a11, c11)
+                            a20 = vadd(a20, c20)
+                            a21 = vadd(a21, c21)
+                        s0 = vsplat(sgb[t + 0], 256)
+                        s1 = vsplat(sgb[t + 1], 256)
+                        s2 = vsplat(sgb[t + 2], 256)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 0) * cpad + c0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 1) * cpad + c0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                        vstore(dt, (t + 2) * cpad + c0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x2_256_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_3x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    ones = vsplat(one, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 3):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
+                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 256)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
+                x11 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 1 * lanes, 256)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
+                x21 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 1 * lanes, 256)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
+                a00 = vzero(wp, 256)
+                a01 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a11 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                a21 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c01 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c11 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    c21 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
+                        g0 = vsplat(xb[t + 0, k], 256)
+                        g1 = vsplat(xb[t + 1, k], 256)
+                        g2 = vsplat(xb[t + 2, k], 256)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                        c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                s0 = vsplat(sxb[t + 0], 256)
+                s1 = vsplat(sxb[t + 1], 256)
+                s2 = vsplat(sxb[t + 2], 256)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x2_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_3x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 2 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    prefer_512_bit_vectors()
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 512)
+    ones = vsplat(one, 512)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 2 * lanes):
+                    for t in range(0, nb, 3):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 512)
+                        x01 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 1 * lanes, 512)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 512)
+                        x11 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 1 * lanes, 512)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 512)
+                        x21 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 1 * lanes, 512)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
+                        a00 = vzero(wall, 512)
+                        a01 = vzero(wall, 512)
+                        a10 = vzero(wall, 512)
+                        a11 = vzero(wall, 512)
+                        a20 = vzero(wall, 512)
+                        a21 = vzero(wall, 512)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 512)
+                            c01 = vzero(wall, 512)
+                            c10 = vzero(wall, 512)
+                            c11 = vzero(wall, 512)
+                            c20 = vzero(wall, 512)
+                            c21 = vzero(wall, 512)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 512)
+                                w1 = vload(wall, (off + k) * cpad + c0 + 1 * lanes, 512)
+                                g0 = vsplat(gb[t + 0, k], 512)
+                                g1 = vsplat(gb[t + 1, k], 512)
+                                g2 = vsplat(gb[t + 2, k], 512)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                                c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                            a00 = vadd(a00, c00)
+                            a01 = vadd(a01, c01)
+                            a10 = vadd(a10, c10)
+                            a11 = vadd(a11, c11)
+                            a20 = vadd(a20, c20)
+                            a21 = vadd(a21, c21)
+                        s0 = vsplat(sgb[t + 0], 512)
+                        s1 = vsplat(sgb[t + 1], 512)
+                        s2 = vsplat(sgb[t + 2], 512)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 0) * cpad + c0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 1) * cpad + c0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                        vstore(dt, (t + 2) * cpad + c0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x2_512_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_3x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    ones = vsplat(one, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 3):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
+                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 512)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
+                x11 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 1 * lanes, 512)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
+                x21 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 1 * lanes, 512)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
+                a00 = vzero(wp, 512)
+                a01 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a11 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                a21 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c01 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c11 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    c21 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
+                        g0 = vsplat(xb[t + 0, k], 512)
+                        g1 = vsplat(xb[t + 1, k], 512)
+                        g2 = vsplat(xb[t + 2, k], 512)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                        c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                    a10 = vadd(a10, c10)
+                    a11 = vadd(a11, c11)
+                    a20 = vadd(a20, c20)
+                    a21 = vadd(a21, c21)
+                s0 = vsplat(sxb[t + 0], 512)
+                s1 = vsplat(sxb[t + 1], 512)
+                s2 = vsplat(sxb[t + 2], 512)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x2_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_3x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x1_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 1 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 256)
+    ones = vsplat(one, 256)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 1 * lanes):
+                    for t in range(0, nb, 3):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 256)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 256)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 256)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        a00 = vzero(wall, 256)
+                        a10 = vzero(wall, 256)
+                        a20 = vzero(wall, 256)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 256)
+                            c10 = vzero(wall, 256)
+                            c20 = vzero(wall, 256)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 256)
+                                g0 = vsplat(gb[t + 0, k], 256)
+                                g1 = vsplat(gb[t + 1, k], 256)
+                                g2 = vsplat(gb[t + 2, k], 256)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                            a00 = vadd(a00, c00)
+                            a10 = vadd(a10, c10)
+                            a20 = vadd(a20, c20)
+                        s0 = vsplat(sgb[t + 0], 256)
+                        s1 = vsplat(sgb[t + 1], 256)
+                        s2 = vsplat(sgb[t + 2], 256)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x1_256_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_3x1_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    ones = vsplat(one, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 3):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                a00 = vzero(wp, 256)
+                a10 = vzero(wp, 256)
+                a20 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c10 = vzero(wp, 256)
+                    c20 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        g0 = vsplat(xb[t + 0, k], 256)
+                        g1 = vsplat(xb[t + 1, k], 256)
+                        g2 = vsplat(xb[t + 2, k], 256)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                s0 = vsplat(sxb[t + 0], 256)
+                s1 = vsplat(sxb[t + 1], 256)
+                s2 = vsplat(sxb[t + 2], 256)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x1_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_3x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x1_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 1 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    prefer_512_bit_vectors()
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 512)
+    ones = vsplat(one, 512)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 1 * lanes):
+                    for t in range(0, nb, 3):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 512)
+                        x10 = vload(xcl, ((b * height + h) * width + wcol[t + 1]) * cpad + c0 + 0 * lanes, 512)
+                        x20 = vload(xcl, ((b * height + h) * width + wcol[t + 2]) * cpad + c0 + 0 * lanes, 512)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                        lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                        a00 = vzero(wall, 512)
+                        a10 = vzero(wall, 512)
+                        a20 = vzero(wall, 512)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 512)
+                            c10 = vzero(wall, 512)
+                            c20 = vzero(wall, 512)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 512)
+                                g0 = vsplat(gb[t + 0, k], 512)
+                                g1 = vsplat(gb[t + 1, k], 512)
+                                g2 = vsplat(gb[t + 2, k], 512)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                                c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                            a00 = vadd(a00, c00)
+                            a10 = vadd(a10, c10)
+                            a20 = vadd(a20, c20)
+                        s0 = vsplat(sgb[t + 0], 512)
+                        s1 = vsplat(sgb[t + 1], 512)
+                        s2 = vsplat(sgb[t + 2], 512)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 1) * cpad + c0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                        vstore(dt, (t + 2) * cpad + c0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_3x1_512_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_3x1_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    ones = vsplat(one, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 1 * lanes):
+            for t in range(0, nb, 3):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
+                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
+                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
+                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
+                a00 = vzero(wp, 512)
+                a10 = vzero(wp, 512)
+                a20 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c10 = vzero(wp, 512)
+                    c20 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        g0 = vsplat(xb[t + 0, k], 512)
+                        g1 = vsplat(xb[t + 1, k], 512)
+                        g2 = vsplat(xb[t + 2, k], 512)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                    a00 = vadd(a00, c00)
+                    a10 = vadd(a10, c10)
+                    a20 = vadd(a20, c20)
+                s0 = vsplat(sxb[t + 0], 512)
+                s1 = vsplat(sxb[t + 1], 512)
+                s2 = vsplat(sxb[t + 2], 512)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
+                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_3x1_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_3x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_1x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 2 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 256)
+    ones = vsplat(one, 256)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 2 * lanes):
+                    for t in range(0, nb, 1):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 256)
+                        x01 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 1 * lanes, 256)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                        a00 = vzero(wall, 256)
+                        a01 = vzero(wall, 256)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 256)
+                            c01 = vzero(wall, 256)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 256)
+                                w1 = vload(wall, (off + k) * cpad + c0 + 1 * lanes, 256)
+                                g0 = vsplat(gb[t + 0, k], 256)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                            a00 = vadd(a00, c00)
+                            a01 = vadd(a01, c01)
+                        s0 = vsplat(sgb[t + 0], 256)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 0) * cpad + c0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_1x2_256_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_1x2_256(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_1x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 256)
+    ones = vsplat(one, 256)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 1):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
+                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 256)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                a00 = vzero(wp, 256)
+                a01 = vzero(wp, 256)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 256)
+                    c01 = vzero(wp, 256)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
+                        g0 = vsplat(xb[t + 0, k], 256)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                s0 = vsplat(sxb[t + 0], 256)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_1x2_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_1x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_1x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt):  # pragma: no cover - compiled
+    # As the input gradient kernels, with wall (R_total, Cpad) the weights one row per column of the
+    # residue classes (Cpad a multiple of 2 vectors, xcl's channels padded alike) and dt (block, Cpad)
+    # this call's scratch for a block's gradients before they are written out channel by channel.
+    prefer_512_bit_vectors()
+    ho, wo, o_dim = gcl.shape[1], gcl.shape[2], gcl.shape[3]
+    c_dim, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    cpad = wall.shape[1]
+    pb = gb.shape[0]
+    lanes = vlanes(wall, 512)
+    ones = vsplat(one, 512)
+    ohs = np.empty(kh, np.int64)  # the output rows and columns the taps that reach a pixel read
+    ows = np.empty(kw, np.int64)
+    for n in range(start, stop):
+        b = n // height
+        h = n - b * height
+        ni = 0
+        for i in range(kh):  # taps i that reach row h (the divisions here, not per pixel)
+            num_h = h + ph - i * dh
+            if num_h % sh == 0:
+                ohs[ni] = num_h // sh
+                ni += 1
+        for rw in range(min(sw, width)):
+            count = (width - rw + sw - 1) // sw  # pixels w = rw + sw * u of this row and residue
+            cls = ((h + ph) % sh) * sw + (rw + pw) % sw
+            nj = 0
+            for j in range(kw):  # taps j that reach these pixels: pixel u reads output column ows[.] + u
+                num_w = rw + pw - j * dw
+                if num_w % sw == 0:
+                    ows[nj] = num_w // sw
+                    nj += 1
+            rlen = ni * nj * o_dim
+            for u0 in range(0, count, pb):
+                nb = min(pb, count - u0)
+                for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack the gradients reaching each pixel
+                    u = u0 + min(t, nb - 1)
+                    wcol[t] = rw + sw * u
+                    k = 0
+                    for ai in range(ni):
+                        oh = ohs[ai]
+                        for aj in range(nj):
+                            ow = ows[aj] + u
+                            if 0 <= oh < ho and 0 <= ow < wo:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = gcl[b, oh, ow, o]
+                            else:
+                                for o in range(o_dim):
+                                    gb[t, k + o] = zero
+                            k += o_dim
+                    s = zero
+                    for e in range(k):
+                        s += gb[t, e]
+                    sgb[t] = s
+                if rlen == 0:  # no tap reaches these pixels (a stride larger than the kernel): dx = 0
+                    for t in range(nb):
+                        for c in range(c_dim):
+                            dx[b, c, h, wcol[t]] = zero
+                    continue
+                off = woff[cls]
+                for c0 in range(0, cpad, 2 * lanes):
+                    for t in range(0, nb, 1):
+                        x00 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 0 * lanes, 512)
+                        x01 = vload(xcl, ((b * height + h) * width + wcol[t + 0]) * cpad + c0 + 1 * lanes, 512)
+                        lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                        lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                        a00 = vzero(wall, 512)
+                        a01 = vzero(wall, 512)
+                        for k0 in range(0, rlen, 16):
+                            c00 = vzero(wall, 512)
+                            c01 = vzero(wall, 512)
+                            for k in range(k0, min(k0 + 16, rlen)):
+                                w0 = vload(wall, (off + k) * cpad + c0 + 0 * lanes, 512)
+                                w1 = vload(wall, (off + k) * cpad + c0 + 1 * lanes, 512)
+                                g0 = vsplat(gb[t + 0, k], 512)
+                                c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                                c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                            a00 = vadd(a00, c00)
+                            a01 = vadd(a01, c01)
+                        s0 = vsplat(sgb[t + 0], 512)
+                        vstore(dt, (t + 0) * cpad + c0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                        vstore(dt, (t + 0) * cpad + c0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+                for ch in range(c_dim):
+                    for t in range(nb):
+                        dx[b, ch, h, wcol[t]] = dt[t, ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_broadcast_1x2_512_threads(gcl, xcl, wall, woff, total, chunk, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, block, rmax):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        gb = np.empty((block, rmax), wall.dtype)
+        sgb = np.empty(block, wall.dtype)
+        wcol = np.empty(block, np.int64)
+        dt = np.empty((block, wall.shape[1]), wall.dtype)
+        _grad_input_clamp_broadcast_1x2_512(gcl, xcl, wall, woff, start, stop, sh, sw, ph, pw, dh, dw, kh, kw, zero, one, dx, gb, sgb, wcol, dt)
+
+
+@njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_1x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
+    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
+    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
+    # before they are written out channel by channel (o_dim here: the input channels C).
+    prefer_512_bit_vectors()
+    c = xpad.shape[2] // wpix
+    o_dim = out.shape[1]
+    hw = ho * wo
+    pb = xb.shape[0]
+    kpad = xb.shape[1]
+    opad = wp.shape[1]
+    lanes = vlanes(wp, 512)
+    ones = vsplat(one, 512)
+    run = kw * c
+    for blk in range(start, stop, pb):
+        nb = min(pb, stop - blk)
+        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
+        for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack one row per pixel; rows past the end repeat the last
+            pix[t, 0] = b
+            pix[t, 1] = oy * wo + ox
+            k = 0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                if dw == 1:
+                    x0 = ox * sw * c
+                    for e in range(run):
+                        xb[t, k + e] = xpad[b, row, x0 + e]
+                    k += run
+                else:
+                    for j in range(kw):
+                        x0 = (ox * sw + j * dw) * c
+                        for e in range(c):
+                            xb[t, k + e] = xpad[b, row, x0 + e]
+                        k += c
+            s = zero
+            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
+                s += xb[t, e]
+            for e in range(k, kpad):
+                xb[t, e] = zero
+            sxb[t] = s
+            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
+                ox += 1
+                if ox == wo:
+                    ox = 0
+                    oy += 1
+                    if oy == ho:
+                        oy = 0
+                        b += 1
+        for o0 in range(0, opad, 2 * lanes):
+            for t in range(0, nb, 1):
+                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
+                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 512)
+                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
+                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
+                a00 = vzero(wp, 512)
+                a01 = vzero(wp, 512)
+                for k0 in range(0, kpad, 16):
+                    c00 = vzero(wp, 512)
+                    c01 = vzero(wp, 512)
+                    for k in range(k0, min(k0 + 16, kpad)):
+                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
+                        g0 = vsplat(xb[t + 0, k], 512)
+                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                    a00 = vadd(a00, c00)
+                    a01 = vadd(a01, c01)
+                s0 = vsplat(sxb[t + 0], 512)
+                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
+                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+        for o in range(o_dim):
+            for t in range(nb):
+                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def _grad_input_clamp_stride1_1x2_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+    for i in prange((total + chunk - 1) // chunk):
+        start = i * chunk
+        stop = min(start + chunk, total)
+        xb = np.empty((block, wp.shape[0]), wp.dtype)
+        sxb = np.empty(block, wp.dtype)
+        pix = np.empty((block, 2), np.int64)
+        ot = np.empty((block, wp.shape[1]), wp.dtype)
+        _grad_input_clamp_stride1_1x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)

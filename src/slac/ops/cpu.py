@@ -33,6 +33,7 @@ Only float32 and float64 are computed here; the functional layer casts half type
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import NamedTuple
 
@@ -43,14 +44,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slac.ops import _cpu_kernels as kernels
+from slac.ops import _cpu_pack as pack
 from slac.ops.cpu_codegen import (
+    BROADCAST_FORWARD_TILES,
+    BROADCAST_GRAD_INPUT_TILES,
     GENERATED_TILES,
     KINDS,
     VECTOR_BITS,
+    Arguments,
     ForwardArguments,
+    ForwardBroadcastArguments,
     GradInputArguments,
+    GradInputBroadcastArguments,
+    GradInputStride1Arguments,
+    broadcast_forward_name,
+    broadcast_grad_input_name,
     forward_name,
     grad_input_name,
+    stride1_grad_input_name,
 )
 from slac.ops.geometry import output_size
 
@@ -94,11 +105,22 @@ TILES = {
     32: {"forward": (4, 4, 512), "grad_input": (2, 4, 512)},
     16: {"forward": (3, 3, 256), "grad_input": (2, 2, 256)},
 }
+# The broadcast kernels' P per V (vectors of channels across the lanes) by vector registers: the forward's
+# P * V accumulators and as many chunk sums (cpu_codegen.CHUNK), V weights and a broadcast input; the
+# gradient's P * V accumulators, chunk sums and pairs of clamp bounds, V weights and a broadcast gradient.
+# V is 1 where the layer's channels fit one vector, else 2.
+BROADCAST_TILES = {
+    32: {"forward": {1: 8, 2: 6}, "grad_input": {1: 6, 2: 3}},
+    16: {"forward": {1: 6, 2: 3}, "grad_input": {1: 3, 2: 1}},
+}
+BROADCAST_VECTORS = {32: 4, 16: 2}  # by vector registers: the most vectors of channels layout() sends to them
 _BLOCK_TILES = 8  # tiles of P pixels packed per block
 _LINEAR_WIDTH = 32  # adder_linear's rows as an image of this width
 _KALIGN = 16  # packed reduction rows padded with zeros to a multiple of this (whole vectors, no remainder)
 
 assert all(t[:2] in GENERATED_TILES and t[2] in VECTOR_BITS for d in TILES.values() for t in d.values())
+for _kind, _generated in (("forward", BROADCAST_FORWARD_TILES), ("grad_input", BROADCAST_GRAD_INPUT_TILES)):
+    assert all((p, v) in _generated for d in BROADCAST_TILES.values() for v, p in d[_kind].items())
 
 
 def _target_vector_registers() -> int:
@@ -132,11 +154,51 @@ def tile(kind: str) -> tuple[int, int, int]:
     return TILES[_target_vector_registers()][kind]
 
 
+LAYOUTS = ("lanes", "broadcast")
+
+
+def layout(kind: str, weight_shape, stride, dtype: torch.dtype) -> str:
+    """Which micro-kernel runs a call of ``kind`` in its rewritten form (min, clamp) for a weight of
+    ``weight_shape`` (O, C, kh, kw) at ``stride``: "lanes" (the reduction across the vector lanes, a
+    horizontal sum and a store per accumulator at its end) or "broadcast" (the channels the call writes
+    across the lanes: the forward's O, the input gradient's C; no horizontal sum). The rule, from the
+    timings in BENCHMARKS.md ("Which micro-kernel: lanes or broadcast"): broadcast when those channels fit
+    in ``BROADCAST_VECTORS`` vectors (4 with AVX-512: 64 float32; 2 with AVX2: 16 float32), except the
+    input gradient of a strided 1 x 1 kernel. Past that the broadcast kernels read each packed row once
+    per 2 vectors of channels and lose (by 27% on a 128-channel LeNet layer with AVX-512, by 17-25% on its
+    32-channel layers with AVX2, whose 16 registers hold tiles of 6 and 3 pixels); the 1 x 1 strided
+    gradient has too short a reduction (O terms) for the broadcast kernel's per-tile work. The stride-1
+    input gradient runs as a forward over the padded gradient (``cpu_codegen.GradInputStride1Arguments``),
+    whose packing copies runs of kw * O gradients where the other kernels look up each tap.
+
+    ``SLAC_CPU_LAYOUT`` = ``lanes`` or ``broadcast`` overrides it, for benchmarks."""
+    override = os.environ.get("SLAC_CPU_LAYOUT")
+    if override:
+        if override not in LAYOUTS:
+            raise ValueError(f"SLAC_CPU_LAYOUT={override!r}: choose one of {LAYOUTS}")
+        return override
+    o, c, kh, kw = weight_shape
+    channels = o if kind == "forward" else c
+    vectors = BROADCAST_VECTORS[_target_vector_registers()]
+    broadcast = channels <= vectors * broadcast_tile(kind, channels, dtype)[3]
+    if kind == "grad_input" and kh * kw == 1 and tuple(stride) != (1, 1):
+        broadcast = False
+    return "broadcast" if broadcast else "lanes"
+
+
+def broadcast_tile(kind: str, channels: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(P, V, vector bits, lanes) of the broadcast ``kind`` kernel for ``channels`` channels across the
+    lanes (the forward's output channels, the gradient's input channels) in ``dtype``."""
+    registers = _target_vector_registers()
+    bits = 512 if registers == 32 else 256
+    lanes = bits // (torch.finfo(dtype).bits)
+    v = 1 if channels <= lanes else 2
+    return BROADCAST_TILES[registers][kind][v], v, bits, lanes
+
+
 def _chunk(total: int, align: int) -> int:
-    """Sets numba's thread count to torch's and returns the work per thread, a multiple of align."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)
+    """The work per thread, a multiple of align."""
+    threads = _threads()
     return max(align, _round_up(-(-total // threads), align))
 
 
@@ -151,12 +213,11 @@ def _scalars(t: Tensor):
     return kind(0), kind(1), kind(2)
 
 
-def _finite(*tensors: Tensor) -> bool:
-    """False when any element is inf or NaN (then the sum is), and also when a sum overflows (rare; the
-    direct forms are exact there too). A sum is one pass over the tensor, where isfinite() is several
-    (abs, two comparisons and their product, each into a temporary) before all() (BENCHMARKS.md, "Figures
-    behind design choices in the CPU kernels")."""
-    return all(bool(torch.isfinite(t.sum())) for t in tensors)
+def _finite(*sums: float) -> bool:
+    """False when a sum of a tensor's elements is inf or NaN: when any element is (or, rarely, when the sum
+    overflows; the direct forms are exact there too). The sums come from the passes that pack the
+    operands (``slac.ops._cpu_pack``), so the test costs no pass of its own."""
+    return all(math.isfinite(s) for s in sums)
 
 
 def _check_form(kind: str, form: str) -> None:
@@ -169,24 +230,32 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _shift(weight: Tensor, form: str) -> Tensor:
-    """Per input channel offset taken off inputs and weights: the mean of that channel's weights."""
+    """Per input channel offset taken off inputs and weights: the mean of that channel's weights for the
+    rewritten forms, zero for the direct ones."""
+    shift = weight.new_zeros(weight.shape[1])
     if form in ("min", "clamp"):
-        return weight.mean((0, 2, 3))
-    return weight.new_zeros(weight.shape[1])
+        pack.shift_of(_np(weight), _np(shift))
+    return shift
 
 
-def _padded_channels_last(input: Tensor, padding, shift: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, H + 2ph, W + 2pw, C) holding x - shift, the padding holding -shift."""
-    b, c, h, w = input.shape
+def _threads() -> int:
+    """Sets numba's thread count to torch's and returns it."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
+    return threads
+
+
+def _channels_last(x: Tensor, shift: Tensor, padding, channels: int) -> tuple[Tensor, float, int]:
+    """(B, C, H, W) -> (B, H + 2ph, W + 2pw, channels) holding x - shift, the border -shift, channels past
+    C zero; with the sum of x - shift (finite where x is) and how many of its magnitudes exceed
+    _CLAMP_LIMIT (``slac.ops._cpu_pack.channels_last``)."""
+    b, _, h, w = x.shape
     ph, pw = padding
-    out = input.new_empty(b, h + 2 * ph, w + 2 * pw, c)
-    border = -shift
-    out[:, :ph] = border
-    out[:, ph + h :] = border
-    out[:, ph : ph + h, :pw] = border
-    out[:, ph : ph + h, pw + w :] = border
-    torch.sub(input.permute(0, 2, 3, 1), shift, out=out[:, ph : ph + h, pw : pw + w])  # one pass over x
-    return out
+    out = x.new_empty(b, h + 2 * ph, w + 2 * pw, channels)
+    limit = np.float32(_CLAMP_LIMIT) if x.dtype == torch.float32 else np.float64(_CLAMP_LIMIT)
+    total, over = pack.channels_last(_np(x), _np(shift), ph, pw, limit, _np(out))
+    return out, total, over
 
 
 def adder2d_forward(
@@ -199,7 +268,7 @@ class KernelCall(NamedTuple):
     """One call of a generated kernel (``slac.ops.cpu_codegen``): its name and its ``_threads`` arguments."""
 
     name: str
-    arguments: ForwardArguments | GradInputArguments
+    arguments: Arguments
 
     def run(self) -> None:
         getattr(kernels, self.name + "_threads")(*self.arguments)  # numba sees the values, positional
@@ -214,61 +283,71 @@ def _run(result: Tensor, calls: list[KernelCall]) -> Tensor:
 def forward_calls(
     input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
 ) -> tuple[Tensor, list[KernelCall]]:
-    """The output (not yet computed) and, per group, the call of the kernel that computes it."""
+    """The output (not yet computed) and, per group, the call of the kernel that computes it. With ``form``
+    None each group takes the min form where its input and weights are finite, else the abs form."""
     input, weight = input.detach(), weight.detach()
-    if form is None:
-        form = "min" if _finite(input, weight) else "abs"
-    _check_form("forward", form)
-    p, q, bits = tile("forward")
-    name = forward_name(form, p, q, bits)
-    calls = []
-    block = _BLOCK_TILES * p
+    if form is not None:
+        _check_form("forward", form)
+    _np(input), _np(weight)  # the dtype check, before any work
     b, o = input.shape[0], weight.shape[0]
     ho, wo = output_size(input, weight, stride, padding, dilation)
     cg, og = input.shape[1] // groups, o // groups
     kh, kw = weight.shape[-2:]
     zero, _, two = _scalars(input)
     out = input.new_empty(b, o, ho, wo)
-    reduction = cg * kh * kw
-    kpad, opad = _round_up(reduction, _KALIGN), _round_up(og, q)
+    total = b * ho * wo
+    calls = []
     for g in range(groups):
-        wg = weight[g * og : (g + 1) * og]
-        shift = _shift(wg, form)
-        xpad = _padded_channels_last(input[:, g * cg : (g + 1) * cg], padding, shift)
-        xrow = _np(xpad.view(b, xpad.shape[1], -1))
-        packed = weight.new_zeros(opad, kpad)
-        packed[:og, :reduction] = (wg - shift[:, None, None]).permute(0, 2, 3, 1).reshape(og, reduction)
-        wp = _np(packed)
-        wsum = _np(packed.sum(1))
-        out_g = _np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo))
-        total = b * ho * wo
-        arguments = ForwardArguments(
-            xpad=xrow, wp=wp, wsum=wsum, out=out_g, total=total, chunk=_chunk(total, block),
-            wpix=xpad.shape[2], ho=ho, wo=wo, sh=stride[0], sw=stride[1], dh=dilation[0], dw=dilation[1],
-            kh=kh, kw=kw, zero=zero, two=two, block=block,
+        wg, xg = weight[g * og : (g + 1) * og], input[:, g * cg : (g + 1) * cg]
+        group_form = form or "min"
+        operands = _ForwardOperands.pack(xg, wg, padding, group_form)
+        if form is None and not _finite(operands.xsum, operands.wsum_total):
+            group_form = "abs"  # min(x, w) with x = -inf would give -inf - -inf = NaN (module docstring)
+            operands = _ForwardOperands.pack(xg, wg, padding, group_form)
+        if operands.broadcast:
+            name, make = broadcast_forward_name(*operands.tile), ForwardBroadcastArguments
+        else:
+            name, make = forward_name(group_form, *operands.tile), ForwardArguments
+        block = _BLOCK_TILES * operands.tile[0]
+        xpad = operands.xpad
+        arguments = make(
+            xpad=_np(xpad.view(b, xpad.shape[1], -1)), wp=_np(operands.weights), wsum=_np(operands.wsum),
+            out=_np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo)), total=total,
+            chunk=_chunk(total, block), wpix=xpad.shape[2], ho=ho, wo=wo, sh=stride[0], sw=stride[1],
+            dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, two=two, block=block,
         )  # fmt: skip
         calls.append(KernelCall(name, arguments))
     return out, calls
 
 
-def _weights_by_residue(weight: Tensor, shift: Tensor, stride, dilation, q: int):
-    """(C, R_total) weights (shifted), for each residue class (a, b) of the input pixel modulo the stride
-    the taps (i, j) that reach it, then o; column offsets per class; R of the largest class."""
-    c_dim, kh, kw = weight.shape[1:]
-    w = (weight - shift[:, None, None]).permute(1, 2, 3, 0)  # (C, kh, kw, O)
-    blocks, offsets, offset, largest = [], [], 0, 0
-    for a in range(stride[0]):
-        rows = [i for i in range(kh) if (a - i * dilation[0]) % stride[0] == 0]
-        for b in range(stride[1]):
-            cols = [j for j in range(kw) if (b - j * dilation[1]) % stride[1] == 0]
-            block = w[:, rows][:, :, cols].reshape(c_dim, -1)
-            blocks.append(block)
-            offsets.append(offset)
-            offset += block.shape[1]
-            largest = max(largest, block.shape[1])
-    packed = weight.new_zeros(_round_up(c_dim, q), max(offset, 1))
-    packed[:c_dim, :offset] = torch.cat(blocks, 1)
-    return packed, np.asarray(offsets, dtype=np.int64), largest
+class _ForwardOperands(NamedTuple):
+    """One group's operands in the layout of the kernel that takes them."""
+
+    xpad: Tensor  # (B, Hp, Wp, C): padded channels-last input less the shift
+    weights: Tensor  # packed weights less the shift: (Opad, Kpad) lanes, (K, Opad) broadcast
+    wsum: Tensor  # (Opad,): their sums over the reduction
+    broadcast: bool
+    tile: tuple[int, int, int]  # (P, Q, bits) lanes, (P, V, bits) broadcast
+    xsum: float  # the sums of the input and of the weights, for the finiteness test
+    wsum_total: float
+
+    @classmethod
+    def pack(cls, x: Tensor, w: Tensor, padding, form: str) -> _ForwardOperands:
+        og, cg, kh, kw = w.shape
+        reduction = cg * kh * kw
+        shift = _shift(w, form)
+        xpad, xsum, _ = _channels_last(x, shift, padding, cg)
+        broadcast = form == "min" and layout("forward", w.shape, None, x.dtype) == "broadcast"
+        if broadcast:
+            p, v, bits, lanes = broadcast_tile("forward", og, x.dtype)
+            weights, tile_ = w.new_empty(reduction, _round_up(og, v * lanes)), (p, v, bits)
+            wsum = w.new_empty(weights.shape[1])
+        else:
+            tile_ = tile("forward")
+            weights = w.new_empty(_round_up(og, tile_[1]), _round_up(reduction, _KALIGN))
+            wsum = w.new_empty(weights.shape[0])
+        wsum_total = pack.forward_weights(_np(w), _np(shift), broadcast, _np(weights), _np(wsum))
+        return cls(xpad, weights, wsum, broadcast, tile_, xsum, wsum_total)
 
 
 def adder2d_grad_input(
@@ -294,44 +373,110 @@ def grad_input_calls(
     groups: int,
     form: str | None = None,
 ) -> tuple[Tensor, list[KernelCall]]:
-    """The input gradient (not yet computed) and, per group, the call of the kernel that computes it."""
+    """The input gradient (not yet computed) and, per group, the call of the kernel that computes it. With
+    ``form`` None each group takes the clamp form where its operands are finite and its inputs within
+    _CLAMP_LIMIT of the weights' mean, else the direct form."""
     grad, input, weight = grad.detach(), input.detach(), weight.detach()
-    automatic = form is None
-    if automatic:
-        form = "clamp" if _finite(grad, input, weight) else "direct"
-    _check_form("grad_input", form)
-    p, q, bits = tile("grad_input")
-    calls = []
-    block = _BLOCK_TILES * p
-    b, c, height, width = input.shape
+    if form is not None:
+        _check_form("grad_input", form)
+    _np(grad), _np(input), _np(weight)
+    b, c, height, _ = input.shape
     o = weight.shape[0]
     cg, og = c // groups, o // groups
     kh, kw = weight.shape[-2:]
     zero, one, _ = _scalars(input)
     dx = torch.empty_like(input, memory_format=torch.contiguous_format)
+    columns = pack.residue_columns(og, kh, kw, stride, dilation)
+    reach = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    calls = []
     for g in range(groups):
-        wg = weight[g * og : (g + 1) * og]
-        shift = _shift(wg, form)
-        wall, woff, largest = _weights_by_residue(wg, shift, stride, dilation, q)
-        gcl = _np(grad[:, g * og : (g + 1) * og].permute(0, 2, 3, 1).contiguous())
-        xcl = input.new_zeros(b, height, width, wall.shape[0])  # channels past C stay 0, as in wall
-        torch.sub(input[:, g * cg : (g + 1) * cg].permute(0, 2, 3, 1), shift, out=xcl[..., :cg])
-        group_form = form
-        if automatic and form == "clamp" and bool(xcl.abs().amax() > _CLAMP_LIMIT):
+        wg, xg, gg = (
+            weight[g * og : (g + 1) * og],
+            input[:, g * cg : (g + 1) * cg],
+            grad[:, g * og : (g + 1) * og],
+        )
+        dxg = dx[:, g * cg : (g + 1) * cg]
+        group_form = form or "clamp"
+        broadcast = (
+            group_form == "clamp" and layout("grad_input", wg.shape, stride, input.dtype) == "broadcast"
+        )
+        flipped = broadcast and tuple(stride) == (1, 1) and min(reach) >= 0  # the stride-1 kernel
+        gcl, gsum, _ = _channels_last(gg, gg.new_zeros(og), reach if flipped else (0, 0), og)
+        shift = _shift(wg, group_form)
+        channels = _grad_input_channels(wg, stride, input.dtype)
+        xcl, xsum, far = _channels_last(xg, shift, (0, 0), channels)
+        wsum_total = float(shift.sum())  # finite where the weights are (the clamp form's shift: their means)
+        if form is None and not _finite(gsum, xsum, wsum_total):
+            group_form = "direct"  # the clamp form would subtract inf from inf
+            shift = _shift(wg, group_form)
+            xcl, _, _ = _channels_last(xg, shift, (0, 0), channels)
+        elif form is None and far:
             group_form = "direct"  # inputs far from the weights: the clamp form would cancel (FORMS);
             # HT(w' - x') = HT(w - x), so the shifted operands serve the direct form as they are
-        name = grad_input_name(group_form, p, q, bits)
-        xcl_np, dxg, wall_np = _np(xcl), _np(dx[:, g * cg : (g + 1) * cg]), _np(wall)
-        arguments = GradInputArguments(
-            gcl=gcl, xcl=xcl_np, wall=wall_np, woff=woff, total=b * height, chunk=_chunk(b * height, 1),
-            sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
-            kh=kh, kw=kw, zero=zero, one=one, dx=dxg, block=block, rmax=max(largest, 1),
+        if group_form != "clamp":
+            broadcast = False
+            if flipped:  # the direct form's kernels read the gradient unpadded
+                flipped = False
+                gcl, _, _ = _channels_last(gg, gg.new_zeros(og), (0, 0), og)
+        if flipped:
+            calls.append(_stride1_grad_input_call(gcl, xcl, wg, shift, dxg, dilation))
+            continue
+        if broadcast:
+            p, v, bits, _ = broadcast_tile("grad_input", cg, input.dtype)
+            packed = wg.new_empty(columns, channels)
+            name, make = broadcast_grad_input_name(p, v, bits), GradInputBroadcastArguments
+        else:  # xcl may have more channels than these weights: the kernel reads the first _round_up(cg, q)
+            p, q, bits = tile("grad_input")
+            packed = wg.new_empty(_round_up(cg, q), columns)
+            name, make = grad_input_name(group_form, p, q, bits), GradInputArguments
+        woff = np.empty(stride[0] * stride[1], np.int64)
+        rmax = pack.grad_input_weights(
+            _np(wg), _np(shift), stride[0], stride[1], dilation[0], dilation[1], broadcast, _np(packed), woff
+        )
+        arguments = make(
+            gcl=_np(gcl), xcl=_np(xcl), wall=_np(packed), woff=woff, total=b * height,
+            chunk=_chunk(b * height, 1), sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+            dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, one=one,
+            dx=_np(dxg), block=_BLOCK_TILES * p, rmax=max(rmax, 1),
         )  # fmt: skip
         calls.append(KernelCall(name, arguments))
     return dx, calls
 
 
-def single_thread_arguments(arguments: ForwardArguments | GradInputArguments) -> tuple:
+def _stride1_grad_input_call(
+    gpad: Tensor, xcl: Tensor, weight: Tensor, shift: Tensor, dx: Tensor, dilation
+) -> KernelCall:
+    """The broadcast clamp-form call of a stride-1 input gradient as a forward over ``gpad``, the gradient
+    channels last padded by the kernel's reach less the padding
+    (``cpu_codegen.GradInputStride1Arguments``)."""
+    o, cg, kh, kw = weight.shape
+    b, _, height, width = dx.shape
+    packed = weight.new_empty(kh * kw * o, xcl.shape[3])
+    pack.flipped_weights(_np(weight), _np(shift), _np(packed))
+    p, v, bits, _ = broadcast_tile("grad_input", cg, xcl.dtype)
+    zero, one, _ = _scalars(xcl)
+    total, block = b * height * width, _BLOCK_TILES * p
+    arguments = GradInputStride1Arguments(
+        xpad=_np(gpad.view(b, gpad.shape[1], -1)), xcl=_np(xcl), wp=_np(packed), out=_np(dx.view(b, cg, -1)),
+        total=total, chunk=_chunk(total, block), wpix=gpad.shape[2], ho=height, wo=width, sh=1, sw=1,
+        dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, one=one, block=block,
+    )  # fmt: skip
+    return KernelCall(stride1_grad_input_name(p, v, bits), arguments)
+
+
+def _grad_input_channels(weight: Tensor, stride, dtype: torch.dtype) -> int:
+    """The channels of the input's channels-last copy: whole blocks of Q for the lanes kernels (which
+    read those) and, where the broadcast kernel may take the call, a whole number of its V vectors (which
+    it reads all of): either kernel can take the copy once the form is known."""
+    cg = weight.shape[1]
+    channels = _round_up(cg, tile("grad_input")[1])
+    if layout("grad_input", weight.shape, stride, dtype) == "broadcast":
+        _, v, _, lanes = broadcast_tile("grad_input", cg, dtype)
+        channels = _round_up(channels, v * lanes)
+    return channels
+
+
+def single_thread_arguments(arguments: Arguments) -> tuple:
     """A ``_threads`` call's arguments turned into the kernel's own for the whole range, with scratch (what
     each thread allocates), so that the kernel can be compiled and run by itself (``python -m tools.asm``)."""
     kind = KINDS[type(arguments)]
