@@ -3,9 +3,12 @@
 No unfolded (im2col) input is ever built. The forward reads a zero-padded channels-last copy of the
 input and packs one block of output pixels at a time (each pixel's receptive field one contiguous row;
 8 tiles' worth of pixels, at most 74 KiB on ResNet-20, in cache); the input gradient packs, per block of
-input pixels of one row, the upstream gradients that reach each pixel. A tile of P packed rows times Q
-weight rows then runs over the whole reduction with its P * Q accumulators in vector registers
-(``slac.ops.cpu_codegen`` writes these kernels out; it says how LLVM is made to keep them in registers):
+input pixels, the upstream gradients that reach each pixel (at stride 1 as a forward over the padded
+gradient, kernel flipped). A tile then runs over the whole reduction with its accumulators in vector
+registers, in one of two layouts (``layout`` chooses): "lanes", P packed rows times Q weight rows with the
+reduction across the lanes, and "broadcast", P packed rows times V vectors of channels, for layers whose
+channels fit in a few vectors (``slac.ops.cpu_codegen`` writes both; docs/DESIGN.md, "Two layouts of the
+micro-kernel"):
 
     forward      Y[b, o, p]    = -sum_k |X[p, k] - W[o, k]|
                                = 2 sum_k min(X[p, k], W[o, k]) - sum_k X[p, k] - sum_k W[o, k]
@@ -20,7 +23,9 @@ near 1), so every channel c is shifted first: x - s_c and w - s_c with s_c the m
 weights, which leaves |x - w| and HT(w - x) unchanged and makes the summed terms about as small as the
 differences (the comment at ``FORMS`` gives the error bound and how it is tested).
 Inputs or weights that are not finite take the direct forms, which propagate inf and NaN the way the
-reference does in the forward (min(x, w) with x = -inf would give -inf - -inf = NaN).
+reference does in the forward (min(x, w) with x = -inf would give -inf - -inf = NaN). The passes that
+pack the operands (``slac.ops._cpu_pack``, numba) return what these choices need, so no torch operator
+runs around a kernel beyond allocating its result.
 
 The weight gradient's first term is the convolution weight gradient, a GEMM that torch hands to oneDNN
 (or to its BLAS in float64); only the correction is added here. Work is split over
@@ -123,10 +128,12 @@ for _kind, _generated in (("forward", BROADCAST_FORWARD_TILES), ("grad_input", B
     assert all((p, v) in _generated for d in BROADCAST_TILES.values() for v, p in d[_kind].items())
 
 
+@functools.cache
 def _target_vector_registers() -> int:
     """32 when the features numba compiles with include AVX-512, else 16. They are NUMBA_CPU_FEATURES when
     set, else the host's (numba's own rule, which also applies NUMBA_ENABLE_AVX; NUMBA_CPU_NAME alone does
-    not change them). With NUMBA_CPU_FEATURES="" the CPU name's defaults apply, which this reads as 16."""
+    not change them). With NUMBA_CPU_FEATURES="" the CPU name's defaults apply, which this reads as 16.
+    Read once per process: asking LLVM for the host's features takes 0.2 ms, and every call asks."""
     from numba.core.codegen import get_host_cpu_features
 
     features = numba.config.CPU_FEATURES
@@ -261,7 +268,23 @@ def _channels_last(x: Tensor, shift: Tensor, padding, channels: int) -> tuple[Te
 def adder2d_forward(
     input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, form: str | None = None
 ) -> Tensor:
+    if _subsampled(weight, stride, padding):  # a strided 1 x 1 kernel reads every stride-th pixel only
+        input, (stride, padding, dilation) = _subsample(input, stride), _UNIT
     return _run(*forward_calls(input, weight, stride, padding, dilation, groups, form))
+
+
+_UNIT = ((1, 1), (0, 0), (1, 1))  # stride, padding and dilation of a 1 x 1 kernel on every pixel
+
+
+def _subsampled(weight: Tensor, stride, padding) -> bool:
+    """A strided 1 x 1 kernel without padding: a 1 x 1 kernel at stride 1 on every stride-th pixel. Run so,
+    its operands are packed for the pixels it reads only (a quarter at stride 2: the ResNet shortcuts), and
+    its input gradient is that of the smaller problem, zero elsewhere."""
+    return tuple(weight.shape[-2:]) == (1, 1) and tuple(padding) == (0, 0) and tuple(stride) != (1, 1)
+
+
+def _subsample(input: Tensor, stride) -> Tensor:
+    return input[:, :, :: stride[0], :: stride[1]]
 
 
 class KernelCall(NamedTuple):
@@ -360,6 +383,12 @@ def adder2d_grad_input(
     groups: int,
     form: str | None = None,
 ) -> Tensor:
+    if _subsampled(weight, stride, padding):
+        dx = torch.zeros_like(input, memory_format=torch.contiguous_format)
+        dx[:, :, :: stride[0], :: stride[1]] = _run(
+            *grad_input_calls(grad, _subsample(input, stride), weight, *_UNIT, groups, form)
+        )
+        return dx
     return _run(*grad_input_calls(grad, input, weight, stride, padding, dilation, groups, form))
 
 

@@ -8,10 +8,13 @@ Writing ``P * Q`` accumulators by hand is what this generator does; the tiles ar
 set (``slac.ops.cpu.TILES``), each in a 256-bit and a 512-bit variant (the latter asks LLVM for zmm
 registers, ``slac.ops.numba_extras``), and each kernel has a ``_threads`` twin that runs it over the
 threads. Their arguments are named once per kind of kernel (``KernelKind``: ``FORWARD``, ``GRAD_INPUT``):
-both parameter lists are written from those names and ``slac.ops.cpu`` fills them by name. Why LLVM
-keeps the accumulators in registers here and not in the more natural layout (output channels vectorized,
-broadcast inputs, no horizontal sums): written that way, the loop vectorizer vectorizes the reduction
-with gathers and the SLP vectorizer spills; ``python -m tools.asm`` shows what the loops below compile to.
+both parameter lists are written from those names and ``slac.ops.cpu`` fills them by name. The other
+layout, channels across the lanes with broadcast operands and no horizontal sums, LLVM does not form
+from scalar code (written that way, the loop vectorizer vectorizes the reduction with gathers and the
+SLP vectorizer spills): the broadcast kernels (``_forward_min_broadcast_*``,
+``_grad_input_clamp_broadcast_*``, ``_grad_input_clamp_stride1_*``) are written with explicit LLVM
+vectors instead (``slac.ops.numba_extras.Vector``), in the rewritten forms only (the direct forms, for
+non-finite data, stay in the lanes kernels). ``python -m tools.asm`` shows what the loops compile to.
 The generated file is committed (numba caches compiled code next to it) and a test checks that it is what
 this generator writes:
 
