@@ -104,20 +104,18 @@ def test_broadcast_kernels_at_the_edges_of_their_tiles(dtype, use_layout):
 
 
 def test_the_layout_rule(monkeypatch):
-    """slac.ops.cpu.layout: broadcast where the channels written fit in 4 vectors, except the input
-    gradient of a strided 1x1 kernel; the stride-1 input gradient as a forward over the padded gradient,
-    the kernel per residue class where the padding is past the kernel's reach; the override checked."""
+    """slac.ops.cpu.layout: broadcast where the channels written fit in BROADCAST_VECTORS vectors; the
+    stride-1 input gradient as a forward over the padded gradient, the kernel per residue class where the
+    padding is past the kernel's reach; the override checked."""
     monkeypatch.delenv("SLAC_CPU_LAYOUT", raising=False)
     f32 = torch.float32
-    # 4 vectors of 16 with AVX-512, 2 of 8 with AVX2
-    most = cpu.BROADCAST_VECTORS[cpu._target_vector_registers()] * cpu.broadcast_tile("forward", 1, f32)[3]
-    assert cpu.layout("forward", (most, 128, 5, 5), (1, 1), f32) == "broadcast"
-    assert cpu.layout("forward", (most + 1, 1, 1, 1), (1, 1), f32) == "lanes"
-    assert cpu.layout("grad_input", (128, most, 3, 3), (1, 1), f32) == "broadcast"
-    assert cpu.layout("grad_input", (1, most + 1, 3, 3), (1, 1), f32) == "lanes"
-    assert cpu.layout("grad_input", (32, most, 3, 3), (2, 2), f32) == "broadcast"
-    assert cpu.layout("grad_input", (32, most, 1, 1), (2, 2), f32) == "lanes"
-    assert cpu.layout("forward", (most, 16, 1, 1), (2, 2), f32) == "broadcast"
+    lanes = cpu.broadcast_tile("forward", 1, f32)[3]  # 16 with AVX-512, 8 with AVX2
+    vectors = cpu.BROADCAST_VECTORS[cpu._target_vector_registers()]
+    most = {kind: vectors[kind] * lanes for kind in ("forward", "grad_input")}
+    assert cpu.layout("forward", (most["forward"], 128, 5, 5), (1, 1), f32) == "broadcast"
+    assert cpu.layout("forward", (most["forward"] + 1, 1, 1, 1), (1, 1), f32) == "lanes"
+    assert cpu.layout("grad_input", (128, most["grad_input"], 3, 3), (2, 2), f32) == "broadcast"
+    assert cpu.layout("grad_input", (1, most["grad_input"] + 1, 3, 3), (1, 1), f32) == "lanes"
     x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3)
     conv = ((1, 1), (1, 1), (1, 1), 1)
     assert "broadcast" in cpu.forward_calls(x, w, *conv)[1][0].name
@@ -188,22 +186,24 @@ def test_both_layouts_hold_the_bound(layout, use_layout):
 
 def test_channels_last_packing():
     """slac.ops._cpu_pack.channels_last: x - shift channels last, the border -shift, the channels past C
-    zero; the sum of x - shift and the count of magnitudes past the limit; inf and NaN in the sum."""
+    zero, the per-pixel sums over the channels; the sum of x - shift and the count of magnitudes past the
+    limit; inf and NaN in the sum."""
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     shift = torch.randn(3, dtype=torch.float64)
-    out, total, over = cpu._channels_last(x, shift, (1, 2), 4)
+    out, sums, total, over = cpu._channels_last(x, shift, (1, 2), 4)
     expected = torch.zeros(2, 6, 9, 4, dtype=torch.float64)
     expected[..., :3] = -shift
     expected[:, 1:5, 2:7, :3] = (x - shift[:, None, None]).permute(0, 2, 3, 1)
     assert torch.equal(out, expected)
+    torch.testing.assert_close(sums, expected.sum(-1))
     shifted = x - shift[:, None, None]
     assert total == pytest.approx(float(shifted.sum()))
     assert over == int((shifted.abs() > cpu._CLAMP_LIMIT).sum()) == 0
     x[0, 1, 2, 3] = 100.0
-    assert cpu._channels_last(x, shift, (0, 0), 3)[2] == 1
+    assert cpu._channels_last(x, shift, (0, 0), 3)[3] == 1
     for bad in (float("inf"), float("nan")):
         x[1, 2, 3, 4] = bad
-        assert not cpu._finite(cpu._channels_last(x, shift, (1, 1), 3)[1])
+        assert not cpu._finite(cpu._channels_last(x, shift, (1, 1), 3)[2])
 
 
 def test_without_the_shift_the_rewritten_forms_would_fail(monkeypatch):

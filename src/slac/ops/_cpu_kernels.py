@@ -4,11 +4,11 @@
 import numpy as np
 from numba import njit, prange
 
-from slac.ops.numba_extras import prefer_512_bit_vectors, vadd, vfma, vlanes, vload, vmax, vmin, vmul, vsplat, vstore, vsub, vzero
+from slac.ops.numba_extras import prefer_512_bit_vectors, vadd, vbroadcast, vfma, vlanes, vload, vmax, vmin, vmul, vsplat, vstore, vsub, vzero
 
 # reassoc/contract allow vectorized reductions and FMA; no 'nnan'/'ninf', so NaN and inf propagate.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-# numba_extras.py sha1: 132f97779e6429a4eb3820c7dc7897c618f7b5fa
+# numba_extras.py sha1: 331cbbbfdf7ca48b324bcd78be2861965dd576ab
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -4026,63 +4026,111 @@ def _grad_input_direct_2x2_512_threads(gcl, xcl, wall, woff, total, chunk, sh, s
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_8x1_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 7) // 8 * 8)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 8):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb6 = b; py6 = y; px6 = x; r6 = y * wo + x
+        if t + 6 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb7 = b; py7 = y; px7 = x; r7 = y * wo + x
+        if t + 7 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        s6 = zero
+        s7 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
+                s6 += xsum[pb6, py6 * sh + i * dh, px6 * sw + j * dw]
+                s7 += xsum[pb7, py7 * sh + i * dh, px7 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 8):
-                a00 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a30 = vzero(wp, 256)
-                a40 = vzero(wp, 256)
-                a50 = vzero(wp, 256)
-                a60 = vzero(wp, 256)
-                a70 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a30 = vzero(wp, 256)
+            a40 = vzero(wp, 256)
+            a50 = vzero(wp, 256)
+            a60 = vzero(wp, 256)
+            a70 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
+                    base6 = ((pb6 * hp + py6 * sh + i * dh) * wpix + px6 * sw + j * dw) * c
+                    base7 = ((pb7 * hp + py7 * sh + i * dh) * wpix + px7 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
@@ -4091,16 +4139,16 @@ def _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     c50 = vzero(wp, 256)
                     c60 = vzero(wp, 256)
                     c70 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        x0 = vsplat(xb[t + 0, k], 256)
-                        x1 = vsplat(xb[t + 1, k], 256)
-                        x2 = vsplat(xb[t + 2, k], 256)
-                        x3 = vsplat(xb[t + 3, k], 256)
-                        x4 = vsplat(xb[t + 4, k], 256)
-                        x5 = vsplat(xb[t + 5, k], 256)
-                        x6 = vsplat(xb[t + 6, k], 256)
-                        x7 = vsplat(xb[t + 7, k], 256)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        x3 = vbroadcast(xpad, base3 + e, 256)
+                        x4 = vbroadcast(xpad, base4 + e, 256)
+                        x5 = vbroadcast(xpad, base5 + e, 256)
+                        x6 = vbroadcast(xpad, base6 + e, 256)
+                        x7 = vbroadcast(xpad, base7 + e, 256)
                         c00 = vadd(c00, vmin(x0, w0))
                         c10 = vadd(c10, vmin(x1, w0))
                         c20 = vadd(c20, vmin(x2, w0))
@@ -4117,91 +4165,150 @@ def _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a50 = vadd(a50, c50)
                     a60 = vadd(a60, c60)
                     a70 = vadd(a70, c70)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
-                vstore(ot, (t + 6) * opad + o0 + 0 * lanes, a60)
-                vstore(ot, (t + 7) * opad + o0 + 0 * lanes, a70)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 6 * opad + o0 + 0 * lanes, a60)
+            vstore(ot, 7 * opad + o0 + 0 * lanes, a70)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
+            if t + 6 < stop:
+                out[pb6, o, r6] = two * ot[6, o] - s6 - ws
+            if t + 7 < stop:
+                out[pb7, o, r7] = two * ot[7, o] - s7 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_8x1_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_8x1_256_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_8x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_8x1_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_8x1_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 7) // 8 * 8)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 8):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb6 = b; py6 = y; px6 = x; r6 = y * wo + x
+        if t + 6 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb7 = b; py7 = y; px7 = x; r7 = y * wo + x
+        if t + 7 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        s6 = zero
+        s7 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
+                s6 += xsum[pb6, py6 * sh + i * dh, px6 * sw + j * dw]
+                s7 += xsum[pb7, py7 * sh + i * dh, px7 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 8):
-                a00 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a30 = vzero(wp, 512)
-                a40 = vzero(wp, 512)
-                a50 = vzero(wp, 512)
-                a60 = vzero(wp, 512)
-                a70 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a30 = vzero(wp, 512)
+            a40 = vzero(wp, 512)
+            a50 = vzero(wp, 512)
+            a60 = vzero(wp, 512)
+            a70 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
+                    base6 = ((pb6 * hp + py6 * sh + i * dh) * wpix + px6 * sw + j * dw) * c
+                    base7 = ((pb7 * hp + py7 * sh + i * dh) * wpix + px7 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
@@ -4210,16 +4317,16 @@ def _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     c50 = vzero(wp, 512)
                     c60 = vzero(wp, 512)
                     c70 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        x0 = vsplat(xb[t + 0, k], 512)
-                        x1 = vsplat(xb[t + 1, k], 512)
-                        x2 = vsplat(xb[t + 2, k], 512)
-                        x3 = vsplat(xb[t + 3, k], 512)
-                        x4 = vsplat(xb[t + 4, k], 512)
-                        x5 = vsplat(xb[t + 5, k], 512)
-                        x6 = vsplat(xb[t + 6, k], 512)
-                        x7 = vsplat(xb[t + 7, k], 512)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        x3 = vbroadcast(xpad, base3 + e, 512)
+                        x4 = vbroadcast(xpad, base4 + e, 512)
+                        x5 = vbroadcast(xpad, base5 + e, 512)
+                        x6 = vbroadcast(xpad, base6 + e, 512)
+                        x7 = vbroadcast(xpad, base7 + e, 512)
                         c00 = vadd(c00, vmin(x0, w0))
                         c10 = vadd(c10, vmin(x1, w0))
                         c20 = vadd(c20, vmin(x2, w0))
@@ -4236,94 +4343,133 @@ def _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a50 = vadd(a50, c50)
                     a60 = vadd(a60, c60)
                     a70 = vadd(a70, c70)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
-                vstore(ot, (t + 6) * opad + o0 + 0 * lanes, a60)
-                vstore(ot, (t + 7) * opad + o0 + 0 * lanes, a70)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 6 * opad + o0 + 0 * lanes, a60)
+            vstore(ot, 7 * opad + o0 + 0 * lanes, a70)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
+            if t + 6 < stop:
+                out[pb6, o, r6] = two * ot[6, o] - s6 - ws
+            if t + 7 < stop:
+                out[pb7, o, r7] = two * ot[7, o] - s7 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_8x1_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_8x1_512_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_8x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_8x1_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_6x2_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 6):
-                a00 = vzero(wp, 256)
-                a01 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a11 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a21 = vzero(wp, 256)
-                a30 = vzero(wp, 256)
-                a31 = vzero(wp, 256)
-                a40 = vzero(wp, 256)
-                a41 = vzero(wp, 256)
-                a50 = vzero(wp, 256)
-                a51 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 256)
+            a01 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a11 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a21 = vzero(wp, 256)
+            a30 = vzero(wp, 256)
+            a31 = vzero(wp, 256)
+            a40 = vzero(wp, 256)
+            a41 = vzero(wp, 256)
+            a50 = vzero(wp, 256)
+            a51 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c01 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
@@ -4336,15 +4482,15 @@ def _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     c41 = vzero(wp, 256)
                     c50 = vzero(wp, 256)
                     c51 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
-                        x0 = vsplat(xb[t + 0, k], 256)
-                        x1 = vsplat(xb[t + 1, k], 256)
-                        x2 = vsplat(xb[t + 2, k], 256)
-                        x3 = vsplat(xb[t + 3, k], 256)
-                        x4 = vsplat(xb[t + 4, k], 256)
-                        x5 = vsplat(xb[t + 5, k], 256)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        x3 = vbroadcast(xpad, base3 + e, 256)
+                        x4 = vbroadcast(xpad, base4 + e, 256)
+                        x5 = vbroadcast(xpad, base5 + e, 256)
                         c00 = vadd(c00, vmin(x0, w0))
                         c01 = vadd(c01, vmin(x0, w1))
                         c10 = vadd(c10, vmin(x1, w0))
@@ -4369,99 +4515,134 @@ def _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a41 = vadd(a41, c41)
                     a50 = vadd(a50, c50)
                     a51 = vadd(a51, c51)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 3) * opad + o0 + 1 * lanes, a31)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 4) * opad + o0 + 1 * lanes, a41)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
-                vstore(ot, (t + 5) * opad + o0 + 1 * lanes, a51)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 0 * opad + o0 + 1 * lanes, a01)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 1 * opad + o0 + 1 * lanes, a11)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 2 * opad + o0 + 1 * lanes, a21)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 3 * opad + o0 + 1 * lanes, a31)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 4 * opad + o0 + 1 * lanes, a41)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 5 * opad + o0 + 1 * lanes, a51)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x2_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_6x2_256_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_6x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_6x2_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_6x2_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 6):
-                a00 = vzero(wp, 512)
-                a01 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a11 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a21 = vzero(wp, 512)
-                a30 = vzero(wp, 512)
-                a31 = vzero(wp, 512)
-                a40 = vzero(wp, 512)
-                a41 = vzero(wp, 512)
-                a50 = vzero(wp, 512)
-                a51 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 512)
+            a01 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a11 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a21 = vzero(wp, 512)
+            a30 = vzero(wp, 512)
+            a31 = vzero(wp, 512)
+            a40 = vzero(wp, 512)
+            a41 = vzero(wp, 512)
+            a50 = vzero(wp, 512)
+            a51 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c01 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
@@ -4474,15 +4655,15 @@ def _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     c41 = vzero(wp, 512)
                     c50 = vzero(wp, 512)
                     c51 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
-                        x0 = vsplat(xb[t + 0, k], 512)
-                        x1 = vsplat(xb[t + 1, k], 512)
-                        x2 = vsplat(xb[t + 2, k], 512)
-                        x3 = vsplat(xb[t + 3, k], 512)
-                        x4 = vsplat(xb[t + 4, k], 512)
-                        x5 = vsplat(xb[t + 5, k], 512)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        x3 = vbroadcast(xpad, base3 + e, 512)
+                        x4 = vbroadcast(xpad, base4 + e, 512)
+                        x5 = vbroadcast(xpad, base5 + e, 512)
                         c00 = vadd(c00, vmin(x0, w0))
                         c01 = vadd(c01, vmin(x0, w1))
                         c10 = vadd(c10, vmin(x1, w0))
@@ -4507,106 +4688,141 @@ def _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a41 = vadd(a41, c41)
                     a50 = vadd(a50, c50)
                     a51 = vadd(a51, c51)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 3) * opad + o0 + 1 * lanes, a31)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 4) * opad + o0 + 1 * lanes, a41)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
-                vstore(ot, (t + 5) * opad + o0 + 1 * lanes, a51)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 0 * opad + o0 + 1 * lanes, a01)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 1 * opad + o0 + 1 * lanes, a11)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 2 * opad + o0 + 1 * lanes, a21)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 3 * opad + o0 + 1 * lanes, a31)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 4 * opad + o0 + 1 * lanes, a41)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 5 * opad + o0 + 1 * lanes, a51)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x2_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_6x2_512_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_6x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_6x2_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_6x1_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 6):
-                a00 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a30 = vzero(wp, 256)
-                a40 = vzero(wp, 256)
-                a50 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a30 = vzero(wp, 256)
+            a40 = vzero(wp, 256)
+            a50 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
                     c30 = vzero(wp, 256)
                     c40 = vzero(wp, 256)
                     c50 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        x0 = vsplat(xb[t + 0, k], 256)
-                        x1 = vsplat(xb[t + 1, k], 256)
-                        x2 = vsplat(xb[t + 2, k], 256)
-                        x3 = vsplat(xb[t + 3, k], 256)
-                        x4 = vsplat(xb[t + 4, k], 256)
-                        x5 = vsplat(xb[t + 5, k], 256)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        x3 = vbroadcast(xpad, base3 + e, 256)
+                        x4 = vbroadcast(xpad, base4 + e, 256)
+                        x5 = vbroadcast(xpad, base5 + e, 256)
                         c00 = vadd(c00, vmin(x0, w0))
                         c10 = vadd(c10, vmin(x1, w0))
                         c20 = vadd(c20, vmin(x2, w0))
@@ -4619,101 +4835,136 @@ def _forward_min_broadcast_6x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a30 = vadd(a30, c30)
                     a40 = vadd(a40, c40)
                     a50 = vadd(a50, c50)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x1_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_6x1_256_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_6x1_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_6x1_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 1 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_6x1_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 6):
-                a00 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a30 = vzero(wp, 512)
-                a40 = vzero(wp, 512)
-                a50 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a30 = vzero(wp, 512)
+            a40 = vzero(wp, 512)
+            a50 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
                     c30 = vzero(wp, 512)
                     c40 = vzero(wp, 512)
                     c50 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        x0 = vsplat(xb[t + 0, k], 512)
-                        x1 = vsplat(xb[t + 1, k], 512)
-                        x2 = vsplat(xb[t + 2, k], 512)
-                        x3 = vsplat(xb[t + 3, k], 512)
-                        x4 = vsplat(xb[t + 4, k], 512)
-                        x5 = vsplat(xb[t + 5, k], 512)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        x3 = vbroadcast(xpad, base3 + e, 512)
+                        x4 = vbroadcast(xpad, base4 + e, 512)
+                        x5 = vbroadcast(xpad, base5 + e, 512)
                         c00 = vadd(c00, vmin(x0, w0))
                         c10 = vadd(c10, vmin(x1, w0))
                         c20 = vadd(c20, vmin(x2, w0))
@@ -4726,98 +4977,103 @@ def _forward_min_broadcast_6x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a30 = vadd(a30, c30)
                     a40 = vadd(a40, c40)
                     a50 = vadd(a50, c50)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, a30)
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, a40)
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, a50)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 3 * opad + o0 + 0 * lanes, a30)
+            vstore(ot, 4 * opad + o0 + 0 * lanes, a40)
+            vstore(ot, 5 * opad + o0 + 0 * lanes, a50)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
+            if t + 3 < stop:
+                out[pb3, o, r3] = two * ot[3, o] - s3 - ws
+            if t + 4 < stop:
+                out[pb4, o, r4] = two * ot[4, o] - s4 - ws
+            if t + 5 < stop:
+                out[pb5, o, r5] = two * ot[5, o] - s5 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_6x1_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_6x1_512_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_6x1_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_6x1_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_3x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_3x2_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 3):
-                a00 = vzero(wp, 256)
-                a01 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a11 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a21 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 256)
+            a01 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a11 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a21 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c01 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c11 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
                     c21 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
-                        x0 = vsplat(xb[t + 0, k], 256)
-                        x1 = vsplat(xb[t + 1, k], 256)
-                        x2 = vsplat(xb[t + 2, k], 256)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
                         c00 = vadd(c00, vmin(x0, w0))
                         c01 = vadd(c01, vmin(x0, w1))
                         c10 = vadd(c10, vmin(x1, w0))
@@ -4830,99 +5086,98 @@ def _forward_min_broadcast_3x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a11 = vadd(a11, c11)
                     a20 = vadd(a20, c20)
                     a21 = vadd(a21, c21)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 0 * opad + o0 + 1 * lanes, a01)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 1 * opad + o0 + 1 * lanes, a11)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 2 * opad + o0 + 1 * lanes, a21)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_3x2_256_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_3x2_256_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_3x2_256(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_3x2_256(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_3x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # As the forward kernels, with wp (K, Opad) the weights one row per reduction index (Opad a multiple
-    # of 2 vectors) and ot (block, Opad) this call's scratch for a block's sums before they are written
-    # out channel by channel.
+def _forward_min_broadcast_3x2_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 3):
-                a00 = vzero(wp, 512)
-                a01 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a11 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a21 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            a00 = vzero(wp, 512)
+            a01 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a11 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a21 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c01 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c11 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
                     c21 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
-                        x0 = vsplat(xb[t + 0, k], 512)
-                        x1 = vsplat(xb[t + 1, k], 512)
-                        x2 = vsplat(xb[t + 2, k], 512)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
                         c00 = vadd(c00, vmin(x0, w0))
                         c01 = vadd(c01, vmin(x0, w1))
                         c10 = vadd(c10, vmin(x1, w0))
@@ -4935,28 +5190,29 @@ def _forward_min_broadcast_3x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, w
                     a11 = vadd(a11, c11)
                     a20 = vadd(a20, c20)
                     a21 = vadd(a21, c21)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, a00)
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, a01)
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, a10)
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, a11)
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, a20)
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, a21)
+            vstore(ot, 0 * opad + o0 + 0 * lanes, a00)
+            vstore(ot, 0 * opad + o0 + 1 * lanes, a01)
+            vstore(ot, 1 * opad + o0 + 0 * lanes, a10)
+            vstore(ot, 1 * opad + o0 + 1 * lanes, a11)
+            vstore(ot, 2 * opad + o0 + 0 * lanes, a20)
+            vstore(ot, 2 * opad + o0 + 1 * lanes, a21)
         for o in range(o_dim):
             ws = wsum[o]
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = two * ot[t, o] - sxb[t] - ws
+            if t + 0 < stop:
+                out[pb0, o, r0] = two * ot[0, o] - s0 - ws
+            if t + 1 < stop:
+                out[pb1, o, r1] = two * ot[1, o] - s1 - ws
+            if t + 2 < stop:
+                out[pb2, o, r2] = two * ot[2, o] - s2 - ws
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _forward_min_broadcast_3x2_512_threads(xpad, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
+def _forward_min_broadcast_3x2_512_threads(xpad, xsum, wp, wsum, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _forward_min_broadcast_3x2_512(xpad, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, xb, sxb, pix, ot)
+        _forward_min_broadcast_3x2_512(xpad, xsum, wp, wsum, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, two, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -5095,127 +5351,150 @@ def _grad_input_clamp_broadcast_6x1_256_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_6x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_6x1_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
     ones = vsplat(one, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 6):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
-                x30 = vload(xcl, (pix[t + 3, 0] * hw + pix[t + 3, 1]) * opad + o0 + 0 * lanes, 256)
-                x40 = vload(xcl, (pix[t + 4, 0] * hw + pix[t + 4, 1]) * opad + o0 + 0 * lanes, 256)
-                x50 = vload(xcl, (pix[t + 5, 0] * hw + pix[t + 5, 1]) * opad + o0 + 0 * lanes, 256)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
-                lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
-                lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
-                a00 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a30 = vzero(wp, 256)
-                a40 = vzero(wp, 256)
-                a50 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            xv = vload(xcl, (pb3 * hw + r3) * opad + o0 + 0 * lanes, 256); lo30 = vsub(xv, ones); hi30 = vadd(xv, ones)
+            xv = vload(xcl, (pb4 * hw + r4) * opad + o0 + 0 * lanes, 256); lo40 = vsub(xv, ones); hi40 = vadd(xv, ones)
+            xv = vload(xcl, (pb5 * hw + r5) * opad + o0 + 0 * lanes, 256); lo50 = vsub(xv, ones); hi50 = vadd(xv, ones)
+            a00 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a30 = vzero(wp, 256)
+            a40 = vzero(wp, 256)
+            a50 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
                     c30 = vzero(wp, 256)
                     c40 = vzero(wp, 256)
                     c50 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        g0 = vsplat(xb[t + 0, k], 256)
-                        g1 = vsplat(xb[t + 1, k], 256)
-                        g2 = vsplat(xb[t + 2, k], 256)
-                        g3 = vsplat(xb[t + 3, k], 256)
-                        g4 = vsplat(xb[t + 4, k], 256)
-                        g5 = vsplat(xb[t + 5, k], 256)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
-                        c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
-                        c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
-                        c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        x3 = vbroadcast(xpad, base3 + e, 256)
+                        x4 = vbroadcast(xpad, base4 + e, 256)
+                        x5 = vbroadcast(xpad, base5 + e, 256)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
+                        c30 = vfma(x3, vmin(vmax(w0, lo30), hi30), c30)
+                        c40 = vfma(x4, vmin(vmax(w0, lo40), hi40), c40)
+                        c50 = vfma(x5, vmin(vmax(w0, lo50), hi50), c50)
                     a00 = vadd(a00, c00)
                     a10 = vadd(a10, c10)
                     a20 = vadd(a20, c20)
                     a30 = vadd(a30, c30)
                     a40 = vadd(a40, c40)
                     a50 = vadd(a50, c50)
-                s0 = vsplat(sxb[t + 0], 256)
-                s1 = vsplat(sxb[t + 1], 256)
-                s2 = vsplat(sxb[t + 2], 256)
-                s3 = vsplat(sxb[t + 3], 256)
-                s4 = vsplat(sxb[t + 4], 256)
-                s5 = vsplat(sxb[t + 5], 256)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256), vsplat(s0, 256))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256), vsplat(s1, 256))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256), vsplat(s2, 256))))
+            vstore(ot, 3 * opad + o0 + 0 * lanes, vsub(a30, vmul(vload(xcl, (pb3 * hw + r3) * opad + o0 + 0 * lanes, 256), vsplat(s3, 256))))
+            vstore(ot, 4 * opad + o0 + 0 * lanes, vsub(a40, vmul(vload(xcl, (pb4 * hw + r4) * opad + o0 + 0 * lanes, 256), vsplat(s4, 256))))
+            vstore(ot, 5 * opad + o0 + 0 * lanes, vsub(a50, vmul(vload(xcl, (pb5 * hw + r5) * opad + o0 + 0 * lanes, 256), vsplat(s5, 256))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
+            if t + 3 < stop:
+                out[pb3, o, r3] = ot[3, o]
+            if t + 4 < stop:
+                out[pb4, o, r4] = ot[4, o]
+            if t + 5 < stop:
+                out[pb5, o, r5] = ot[5, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_6x1_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_6x1_256_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_6x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_6x1_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -5355,128 +5634,151 @@ def _grad_input_clamp_broadcast_6x1_512_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_6x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_6x1_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
     ones = vsplat(one, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 5) // 6 * 6)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 6):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb3 = b; py3 = y; px3 = x; r3 = y * wo + x
+        if t + 3 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb4 = b; py4 = y; px4 = x; r4 = y * wo + x
+        if t + 4 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb5 = b; py5 = y; px5 = x; r5 = y * wo + x
+        if t + 5 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        s4 = zero
+        s5 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
+                s3 += xsum[pb3, py3 * sh + i * dh, px3 * sw + j * dw]
+                s4 += xsum[pb4, py4 * sh + i * dh, px4 * sw + j * dw]
+                s5 += xsum[pb5, py5 * sh + i * dh, px5 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 6):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
-                x30 = vload(xcl, (pix[t + 3, 0] * hw + pix[t + 3, 1]) * opad + o0 + 0 * lanes, 512)
-                x40 = vload(xcl, (pix[t + 4, 0] * hw + pix[t + 4, 1]) * opad + o0 + 0 * lanes, 512)
-                x50 = vload(xcl, (pix[t + 5, 0] * hw + pix[t + 5, 1]) * opad + o0 + 0 * lanes, 512)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                lo30 = vsub(x30, ones); hi30 = vadd(x30, ones)
-                lo40 = vsub(x40, ones); hi40 = vadd(x40, ones)
-                lo50 = vsub(x50, ones); hi50 = vadd(x50, ones)
-                a00 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a30 = vzero(wp, 512)
-                a40 = vzero(wp, 512)
-                a50 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            xv = vload(xcl, (pb3 * hw + r3) * opad + o0 + 0 * lanes, 512); lo30 = vsub(xv, ones); hi30 = vadd(xv, ones)
+            xv = vload(xcl, (pb4 * hw + r4) * opad + o0 + 0 * lanes, 512); lo40 = vsub(xv, ones); hi40 = vadd(xv, ones)
+            xv = vload(xcl, (pb5 * hw + r5) * opad + o0 + 0 * lanes, 512); lo50 = vsub(xv, ones); hi50 = vadd(xv, ones)
+            a00 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a30 = vzero(wp, 512)
+            a40 = vzero(wp, 512)
+            a50 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
+                    base3 = ((pb3 * hp + py3 * sh + i * dh) * wpix + px3 * sw + j * dw) * c
+                    base4 = ((pb4 * hp + py4 * sh + i * dh) * wpix + px4 * sw + j * dw) * c
+                    base5 = ((pb5 * hp + py5 * sh + i * dh) * wpix + px5 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
                     c30 = vzero(wp, 512)
                     c40 = vzero(wp, 512)
                     c50 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        g0 = vsplat(xb[t + 0, k], 512)
-                        g1 = vsplat(xb[t + 1, k], 512)
-                        g2 = vsplat(xb[t + 2, k], 512)
-                        g3 = vsplat(xb[t + 3, k], 512)
-                        g4 = vsplat(xb[t + 4, k], 512)
-                        g5 = vsplat(xb[t + 5, k], 512)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
-                        c30 = vfma(g3, vmin(vmax(w0, lo30), hi30), c30)
-                        c40 = vfma(g4, vmin(vmax(w0, lo40), hi40), c40)
-                        c50 = vfma(g5, vmin(vmax(w0, lo50), hi50), c50)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        x3 = vbroadcast(xpad, base3 + e, 512)
+                        x4 = vbroadcast(xpad, base4 + e, 512)
+                        x5 = vbroadcast(xpad, base5 + e, 512)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
+                        c30 = vfma(x3, vmin(vmax(w0, lo30), hi30), c30)
+                        c40 = vfma(x4, vmin(vmax(w0, lo40), hi40), c40)
+                        c50 = vfma(x5, vmin(vmax(w0, lo50), hi50), c50)
                     a00 = vadd(a00, c00)
                     a10 = vadd(a10, c10)
                     a20 = vadd(a20, c20)
                     a30 = vadd(a30, c30)
                     a40 = vadd(a40, c40)
                     a50 = vadd(a50, c50)
-                s0 = vsplat(sxb[t + 0], 512)
-                s1 = vsplat(sxb[t + 1], 512)
-                s2 = vsplat(sxb[t + 2], 512)
-                s3 = vsplat(sxb[t + 3], 512)
-                s4 = vsplat(sxb[t + 4], 512)
-                s5 = vsplat(sxb[t + 5], 512)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
-                vstore(ot, (t + 3) * opad + o0 + 0 * lanes, vsub(a30, vmul(x30, s3)))
-                vstore(ot, (t + 4) * opad + o0 + 0 * lanes, vsub(a40, vmul(x40, s4)))
-                vstore(ot, (t + 5) * opad + o0 + 0 * lanes, vsub(a50, vmul(x50, s5)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512), vsplat(s0, 512))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512), vsplat(s1, 512))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512), vsplat(s2, 512))))
+            vstore(ot, 3 * opad + o0 + 0 * lanes, vsub(a30, vmul(vload(xcl, (pb3 * hw + r3) * opad + o0 + 0 * lanes, 512), vsplat(s3, 512))))
+            vstore(ot, 4 * opad + o0 + 0 * lanes, vsub(a40, vmul(vload(xcl, (pb4 * hw + r4) * opad + o0 + 0 * lanes, 512), vsplat(s4, 512))))
+            vstore(ot, 5 * opad + o0 + 0 * lanes, vsub(a50, vmul(vload(xcl, (pb5 * hw + r5) * opad + o0 + 0 * lanes, 512), vsplat(s5, 512))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
+            if t + 3 < stop:
+                out[pb3, o, r3] = ot[3, o]
+            if t + 4 < stop:
+                out[pb4, o, r4] = ot[4, o]
+            if t + 5 < stop:
+                out[pb5, o, r5] = ot[5, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_6x1_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_6x1_512_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_6x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_6x1_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -5610,122 +5912,112 @@ def _grad_input_clamp_broadcast_3x2_256_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_3x2_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
     ones = vsplat(one, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 3):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
-                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 256)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
-                x11 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 1 * lanes, 256)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
-                x21 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 1 * lanes, 256)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
-                a00 = vzero(wp, 256)
-                a01 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a11 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                a21 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 256); lo01 = vsub(xv, ones); hi01 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 1 * lanes, 256); lo11 = vsub(xv, ones); hi11 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 1 * lanes, 256); lo21 = vsub(xv, ones); hi21 = vadd(xv, ones)
+            a00 = vzero(wp, 256)
+            a01 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a11 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            a21 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c01 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c11 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
                     c21 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
-                        g0 = vsplat(xb[t + 0, k], 256)
-                        g1 = vsplat(xb[t + 1, k], 256)
-                        g2 = vsplat(xb[t + 2, k], 256)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
-                        c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(x0, vmin(vmax(w1, lo01), hi01), c01)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c11 = vfma(x1, vmin(vmax(w1, lo11), hi11), c11)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
+                        c21 = vfma(x2, vmin(vmax(w1, lo21), hi21), c21)
                     a00 = vadd(a00, c00)
                     a01 = vadd(a01, c01)
                     a10 = vadd(a10, c10)
                     a11 = vadd(a11, c11)
                     a20 = vadd(a20, c20)
                     a21 = vadd(a21, c21)
-                s0 = vsplat(sxb[t + 0], 256)
-                s1 = vsplat(sxb[t + 1], 256)
-                s2 = vsplat(sxb[t + 2], 256)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256), vsplat(s0, 256))))
+            vstore(ot, 0 * opad + o0 + 1 * lanes, vsub(a01, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 256), vsplat(s0, 256))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256), vsplat(s1, 256))))
+            vstore(ot, 1 * opad + o0 + 1 * lanes, vsub(a11, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 1 * lanes, 256), vsplat(s1, 256))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256), vsplat(s2, 256))))
+            vstore(ot, 2 * opad + o0 + 1 * lanes, vsub(a21, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 1 * lanes, 256), vsplat(s2, 256))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x2_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_3x2_256_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_3x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_3x2_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -5860,123 +6152,113 @@ def _grad_input_clamp_broadcast_3x2_512_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_3x2_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
     ones = vsplat(one, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 3):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
-                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 512)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
-                x11 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 1 * lanes, 512)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
-                x21 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 1 * lanes, 512)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo11 = vsub(x11, ones); hi11 = vadd(x11, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                lo21 = vsub(x21, ones); hi21 = vadd(x21, ones)
-                a00 = vzero(wp, 512)
-                a01 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a11 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                a21 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 512); lo01 = vsub(xv, ones); hi01 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 1 * lanes, 512); lo11 = vsub(xv, ones); hi11 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 1 * lanes, 512); lo21 = vsub(xv, ones); hi21 = vadd(xv, ones)
+            a00 = vzero(wp, 512)
+            a01 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a11 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            a21 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c01 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c11 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
                     c21 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
-                        g0 = vsplat(xb[t + 0, k], 512)
-                        g1 = vsplat(xb[t + 1, k], 512)
-                        g2 = vsplat(xb[t + 2, k], 512)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c11 = vfma(g1, vmin(vmax(w1, lo11), hi11), c11)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
-                        c21 = vfma(g2, vmin(vmax(w1, lo21), hi21), c21)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(x0, vmin(vmax(w1, lo01), hi01), c01)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c11 = vfma(x1, vmin(vmax(w1, lo11), hi11), c11)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
+                        c21 = vfma(x2, vmin(vmax(w1, lo21), hi21), c21)
                     a00 = vadd(a00, c00)
                     a01 = vadd(a01, c01)
                     a10 = vadd(a10, c10)
                     a11 = vadd(a11, c11)
                     a20 = vadd(a20, c20)
                     a21 = vadd(a21, c21)
-                s0 = vsplat(sxb[t + 0], 512)
-                s1 = vsplat(sxb[t + 1], 512)
-                s2 = vsplat(sxb[t + 2], 512)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 1) * opad + o0 + 1 * lanes, vsub(a11, vmul(x11, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
-                vstore(ot, (t + 2) * opad + o0 + 1 * lanes, vsub(a21, vmul(x21, s2)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512), vsplat(s0, 512))))
+            vstore(ot, 0 * opad + o0 + 1 * lanes, vsub(a01, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 512), vsplat(s0, 512))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512), vsplat(s1, 512))))
+            vstore(ot, 1 * opad + o0 + 1 * lanes, vsub(a11, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 1 * lanes, 512), vsplat(s1, 512))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512), vsplat(s2, 512))))
+            vstore(ot, 2 * opad + o0 + 1 * lanes, vsub(a21, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 1 * lanes, 512), vsplat(s2, 512))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x2_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_3x2_512_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_3x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_3x2_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -6088,100 +6370,93 @@ def _grad_input_clamp_broadcast_3x1_256_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_3x1_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
     ones = vsplat(one, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 3):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 256)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 256)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                a00 = vzero(wp, 256)
-                a10 = vzero(wp, 256)
-                a20 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            a00 = vzero(wp, 256)
+            a10 = vzero(wp, 256)
+            a20 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c10 = vzero(wp, 256)
                     c20 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        g0 = vsplat(xb[t + 0, k], 256)
-                        g1 = vsplat(xb[t + 1, k], 256)
-                        g2 = vsplat(xb[t + 2, k], 256)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        x1 = vbroadcast(xpad, base1 + e, 256)
+                        x2 = vbroadcast(xpad, base2 + e, 256)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
                     a00 = vadd(a00, c00)
                     a10 = vadd(a10, c10)
                     a20 = vadd(a20, c20)
-                s0 = vsplat(sxb[t + 0], 256)
-                s1 = vsplat(sxb[t + 1], 256)
-                s2 = vsplat(sxb[t + 2], 256)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256), vsplat(s0, 256))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 256), vsplat(s1, 256))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 256), vsplat(s2, 256))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x1_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_3x1_256_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_3x1_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_3x1_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -6294,101 +6569,94 @@ def _grad_input_clamp_broadcast_3x1_512_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_3x1_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
     ones = vsplat(one, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 2) // 3 * 3)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 3):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb1 = b; py1 = y; px1 = x; r1 = y * wo + x
+        if t + 1 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        pb2 = b; py2 = y; px2 = x; r2 = y * wo + x
+        if t + 2 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
+                s1 += xsum[pb1, py1 * sh + i * dh, px1 * sw + j * dw]
+                s2 += xsum[pb2, py2 * sh + i * dh, px2 * sw + j * dw]
         for o0 in range(0, opad, 1 * lanes):
-            for t in range(0, nb, 3):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
-                x10 = vload(xcl, (pix[t + 1, 0] * hw + pix[t + 1, 1]) * opad + o0 + 0 * lanes, 512)
-                x20 = vload(xcl, (pix[t + 2, 0] * hw + pix[t + 2, 1]) * opad + o0 + 0 * lanes, 512)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo10 = vsub(x10, ones); hi10 = vadd(x10, ones)
-                lo20 = vsub(x20, ones); hi20 = vadd(x20, ones)
-                a00 = vzero(wp, 512)
-                a10 = vzero(wp, 512)
-                a20 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512); lo10 = vsub(xv, ones); hi10 = vadd(xv, ones)
+            xv = vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512); lo20 = vsub(xv, ones); hi20 = vadd(xv, ones)
+            a00 = vzero(wp, 512)
+            a10 = vzero(wp, 512)
+            a20 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
+                    base1 = ((pb1 * hp + py1 * sh + i * dh) * wpix + px1 * sw + j * dw) * c
+                    base2 = ((pb2 * hp + py2 * sh + i * dh) * wpix + px2 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c10 = vzero(wp, 512)
                     c20 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        g0 = vsplat(xb[t + 0, k], 512)
-                        g1 = vsplat(xb[t + 1, k], 512)
-                        g2 = vsplat(xb[t + 2, k], 512)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c10 = vfma(g1, vmin(vmax(w0, lo10), hi10), c10)
-                        c20 = vfma(g2, vmin(vmax(w0, lo20), hi20), c20)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        x1 = vbroadcast(xpad, base1 + e, 512)
+                        x2 = vbroadcast(xpad, base2 + e, 512)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c10 = vfma(x1, vmin(vmax(w0, lo10), hi10), c10)
+                        c20 = vfma(x2, vmin(vmax(w0, lo20), hi20), c20)
                     a00 = vadd(a00, c00)
                     a10 = vadd(a10, c10)
                     a20 = vadd(a20, c20)
-                s0 = vsplat(sxb[t + 0], 512)
-                s1 = vsplat(sxb[t + 1], 512)
-                s2 = vsplat(sxb[t + 2], 512)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 1) * opad + o0 + 0 * lanes, vsub(a10, vmul(x10, s1)))
-                vstore(ot, (t + 2) * opad + o0 + 0 * lanes, vsub(a20, vmul(x20, s2)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512), vsplat(s0, 512))))
+            vstore(ot, 1 * opad + o0 + 0 * lanes, vsub(a10, vmul(vload(xcl, (pb1 * hw + r1) * opad + o0 + 0 * lanes, 512), vsplat(s1, 512))))
+            vstore(ot, 2 * opad + o0 + 0 * lanes, vsub(a20, vmul(vload(xcl, (pb2 * hw + r2) * opad + o0 + 0 * lanes, 512), vsplat(s2, 512))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
+            if t + 1 < stop:
+                out[pb1, o, r1] = ot[1, o]
+            if t + 2 < stop:
+                out[pb2, o, r2] = ot[2, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_3x1_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_3x1_512_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_3x1_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_3x1_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -6490,90 +6758,62 @@ def _grad_input_clamp_broadcast_1x2_256_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_1x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_1x2_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 256)
     ones = vsplat(one, 256)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 1):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 1):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 256)
-                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 256)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
-                a00 = vzero(wp, 256)
-                a01 = vzero(wp, 256)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 256); lo01 = vsub(xv, ones); hi01 = vadd(xv, ones)
+            a00 = vzero(wp, 256)
+            a01 = vzero(wp, 256)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
                     c00 = vzero(wp, 256)
                     c01 = vzero(wp, 256)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 256)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 256)
-                        g0 = vsplat(xb[t + 0, k], 256)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 256)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 256)
+                        x0 = vbroadcast(xpad, base0 + e, 256)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(x0, vmin(vmax(w1, lo01), hi01), c01)
                     a00 = vadd(a00, c00)
                     a01 = vadd(a01, c01)
-                s0 = vsplat(sxb[t + 0], 256)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 256), vsplat(s0, 256))))
+            vstore(ot, 0 * opad + o0 + 1 * lanes, vsub(a01, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 256), vsplat(s0, 256))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_1x2_256_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_1x2_256_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_1x2_256(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_1x2_256(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
@@ -6676,88 +6916,60 @@ def _grad_input_clamp_broadcast_1x2_512_threads(gcl, xcl, wall, woff, total, chu
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_1x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot):  # pragma: no cover - compiled
-    # The forward's packing over xpad, the padded gradient (its channels c are the layer's outputs), so
-    # "output pixels" here are input pixels; ot (block, Cpad) this call's scratch for a block's gradients
-    # before they are written out channel by channel (o_dim here: the input channels C).
+def _grad_input_clamp_stride1_1x2_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot):  # pragma: no cover - compiled
+    # Output pixels n in [start, stop) of the flattened (B, Ho, Wo); ot (P, Opad) this call's scratch for a
+    # tile's results before they are written out channel by channel.
     prefer_512_bit_vectors()
     c = xpad.shape[2] // wpix
     o_dim = out.shape[1]
-    hw = ho * wo
-    pb = xb.shape[0]
-    kpad = xb.shape[1]
     opad = wp.shape[1]
+    hw = ho * wo
+    hp = xpad.shape[1]
     lanes = vlanes(wp, 512)
     ones = vsplat(one, 512)
-    run = kw * c
-    for blk in range(start, stop, pb):
-        nb = min(pb, stop - blk)
-        b = blk // hw; r = blk - b * hw; oy = r // wo; ox = r - oy * wo  # the block's first pixel
-        for t in range(min(pb, (nb + 0) // 1 * 1)):  # pack one row per pixel; rows past the end repeat the last
-            pix[t, 0] = b
-            pix[t, 1] = oy * wo + ox
-            k = 0
-            for i in range(kh):
-                row = oy * sh + i * dh
-                if dw == 1:
-                    x0 = ox * sw * c
-                    for e in range(run):
-                        xb[t, k + e] = xpad[b, row, x0 + e]
-                    k += run
-                else:
-                    for j in range(kw):
-                        x0 = (ox * sw + j * dw) * c
-                        for e in range(c):
-                            xb[t, k + e] = xpad[b, row, x0 + e]
-                        k += c
-            s = zero
-            for e in range(k):  # a separate loop: summed while copying, it would not vectorize
-                s += xb[t, e]
-            for e in range(k, kpad):
-                xb[t, e] = zero
-            sxb[t] = s
-            if t + 1 < nb:  # the next pixel, counted on (a division per pixel costs as much as the copy)
-                ox += 1
-                if ox == wo:
-                    ox = 0
-                    oy += 1
-                    if oy == ho:
-                        oy = 0
-                        b += 1
+    b = start // hw; y = (start - b * hw) // wo; x = start - b * hw - y * wo  # the first pixel
+    for t in range(start, stop, 1):
+        pb0 = b; py0 = y; px0 = x; r0 = y * wo + x
+        if t + 0 + 1 < stop:  # the next pixel; past the end the last one again
+            x += 1
+            if x == wo:
+                x = 0; y += 1
+                if y == ho:
+                    y = 0; b += 1
+        s0 = zero
+        for i in range(kh):
+            for j in range(kw):
+                s0 += xsum[pb0, py0 * sh + i * dh, px0 * sw + j * dw]
         for o0 in range(0, opad, 2 * lanes):
-            for t in range(0, nb, 1):
-                x00 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 0 * lanes, 512)
-                x01 = vload(xcl, (pix[t + 0, 0] * hw + pix[t + 0, 1]) * opad + o0 + 1 * lanes, 512)
-                lo00 = vsub(x00, ones); hi00 = vadd(x00, ones)
-                lo01 = vsub(x01, ones); hi01 = vadd(x01, ones)
-                a00 = vzero(wp, 512)
-                a01 = vzero(wp, 512)
-                for k0 in range(0, kpad, 16):
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512); lo00 = vsub(xv, ones); hi00 = vadd(xv, ones)
+            xv = vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 512); lo01 = vsub(xv, ones); hi01 = vadd(xv, ones)
+            a00 = vzero(wp, 512)
+            a01 = vzero(wp, 512)
+            for i in range(kh):
+                for j in range(kw):
+                    k0 = (i * kw + j) * c
+                    base0 = ((pb0 * hp + py0 * sh + i * dh) * wpix + px0 * sw + j * dw) * c
                     c00 = vzero(wp, 512)
                     c01 = vzero(wp, 512)
-                    for k in range(k0, min(k0 + 16, kpad)):
-                        w0 = vload(wp, k * opad + o0 + 0 * lanes, 512)
-                        w1 = vload(wp, k * opad + o0 + 1 * lanes, 512)
-                        g0 = vsplat(xb[t + 0, k], 512)
-                        c00 = vfma(g0, vmin(vmax(w0, lo00), hi00), c00)
-                        c01 = vfma(g0, vmin(vmax(w1, lo01), hi01), c01)
+                    for e in range(c):
+                        w0 = vload(wp, (k0 + e) * opad + o0 + 0 * lanes, 512)
+                        w1 = vload(wp, (k0 + e) * opad + o0 + 1 * lanes, 512)
+                        x0 = vbroadcast(xpad, base0 + e, 512)
+                        c00 = vfma(x0, vmin(vmax(w0, lo00), hi00), c00)
+                        c01 = vfma(x0, vmin(vmax(w1, lo01), hi01), c01)
                     a00 = vadd(a00, c00)
                     a01 = vadd(a01, c01)
-                s0 = vsplat(sxb[t + 0], 512)
-                vstore(ot, (t + 0) * opad + o0 + 0 * lanes, vsub(a00, vmul(x00, s0)))
-                vstore(ot, (t + 0) * opad + o0 + 1 * lanes, vsub(a01, vmul(x01, s0)))
+            vstore(ot, 0 * opad + o0 + 0 * lanes, vsub(a00, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 0 * lanes, 512), vsplat(s0, 512))))
+            vstore(ot, 0 * opad + o0 + 1 * lanes, vsub(a01, vmul(vload(xcl, (pb0 * hw + r0) * opad + o0 + 1 * lanes, 512), vsplat(s0, 512))))
         for o in range(o_dim):
-            for t in range(nb):
-                out[pix[t, 0], o, pix[t, 1]] = ot[t, o]
+            if t + 0 < stop:
+                out[pb0, o, r0] = ot[0, o]
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _grad_input_clamp_stride1_1x2_512_threads(xpad, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
+def _grad_input_clamp_stride1_1x2_512_threads(xpad, xsum, xcl, wp, out, total, chunk, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, block):  # pragma: no cover - compiled
     for i in prange((total + chunk - 1) // chunk):
         start = i * chunk
         stop = min(start + chunk, total)
-        xb = np.empty((block, wp.shape[0]), wp.dtype)
-        sxb = np.empty(block, wp.dtype)
-        pix = np.empty((block, 2), np.int64)
         ot = np.empty((block, wp.shape[1]), wp.dtype)
-        _grad_input_clamp_stride1_1x2_512(xpad, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, xb, sxb, pix, ot)
+        _grad_input_clamp_stride1_1x2_512(xpad, xsum, xcl, wp, out, start, stop, wpix, ho, wo, sh, sw, dh, dw, kh, kw, zero, one, ot)

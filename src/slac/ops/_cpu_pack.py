@@ -29,54 +29,79 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True, boundscheck=False)
-def _channels_last_row(x, shift, b, h, row, pw, limit, out):  # pragma: no cover - compiled
-    """One row of ``channels_last``; returns the sum of what it wrote and how many of its magnitudes
-    exceed ``limit`` (a count, not a maximum: LLVM vectorizes the one, not the other)."""
-    c_dim, width = x.shape[1], x.shape[3]
-    cpad, wp = out.shape[3], out.shape[2]
-    for col in range(pw):
-        for c in range(c_dim):
-            out[b, row, col, c] = -shift[c]
-            out[b, row, wp - 1 - col, c] = -shift[c]
-    for w in range(width):  # the writes contiguous, the reads a stride of H * W apart
-        for c in range(c_dim):
-            out[b, row, w + pw, c] = x[b, c, h, w] - shift[c]
-    for col in range(wp):
-        for c in range(c_dim, cpad):
-            out[b, row, col, c] = 0
-    s = out[b, row, 0, 0] * 0
-    over = 0
-    for w in range(pw, pw + width):  # a second pass over what is in L1: summed while written, no vectors
-        for c in range(c_dim):
-            v = out[b, row, w, c]
-            s += v
-            over += abs(v) > limit
-    return s, over
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def channels_last(x, shift, ph, pw, limit, out):  # pragma: no cover - compiled
-    """out (B, H + 2 ph, W + 2 pw, Cpad) = x (B, C, H, W) - shift (C,) channels last; the border holds
-    -shift (zero padding, shifted) and the channels past C zero. Returns the sum of x - shift (not finite
-    when an element of x is not) and how many of its elements exceed ``limit`` in magnitude."""
-    b_dim, c_dim, height, _ = x.shape
-    cpad, hp, wp = out.shape[3], out.shape[1], out.shape[2]
+def _channels_last_rows(x, shift, ph, pw, limit, out, sums, start, stop):  # pragma: no cover - compiled
+    """Rows [start, stop) of the flattened (B, Hp) of ``channels_last``. Each image row is read channel by
+    channel into ``tmp`` (contiguous reads: the sum and the count vectorize), summed over the channels,
+    then written channels last from there (in L1)."""
+    c_dim, height, width = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp, cpad = out.shape[1], out.shape[2], out.shape[3]
+    tmp = np.empty((c_dim, width), x.dtype)
+    acc = np.empty(width, x.dtype)
+    border = shift[0] * 0
+    for c in range(c_dim):
+        border -= shift[c]
     total = 0.0
     over = 0
-    for n in prange(b_dim * hp):
+    for n in range(start, stop):
         b = n // hp
         row = n - b * hp
         h = row - ph
-        if 0 <= h < height:
-            s, k = _channels_last_row(x, shift, b, h, row, pw, limit, out)
-            total += s
-            over += k
-        else:
+        if h < 0 or h >= height:  # a padding row
             for col in range(wp):
                 for c in range(c_dim):
                     out[b, row, col, c] = -shift[c]
                 for c in range(c_dim, cpad):
                     out[b, row, col, c] = 0
+                sums[b, row, col] = border
+            continue
+        s = border * 0
+        k = 0
+        for c in range(c_dim):
+            sc = shift[c]
+            for w in range(width):
+                d = x[b, c, h, w] - sc
+                s += d
+                k += abs(d) > limit
+                tmp[c, w] = d
+        for w in range(width):
+            acc[w] = 0
+        for c in range(c_dim):
+            for w in range(width):
+                acc[w] += tmp[c, w]
+        for w in range(width):
+            for c in range(c_dim):
+                out[b, row, w + pw, c] = tmp[c, w]
+            for c in range(c_dim, cpad):
+                out[b, row, w + pw, c] = 0
+            sums[b, row, w + pw] = acc[w]
+        for col in range(pw):
+            for c in range(c_dim):
+                out[b, row, col, c] = -shift[c]
+                out[b, row, wp - 1 - col, c] = -shift[c]
+            for c in range(c_dim, cpad):
+                out[b, row, col, c] = 0
+                out[b, row, wp - 1 - col, c] = 0
+            sums[b, row, col] = border
+            sums[b, row, wp - 1 - col] = border
+        total += s
+        over += k
+    return total, over
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def channels_last(x, shift, ph, pw, limit, out, sums, chunk):  # pragma: no cover - compiled
+    """out (B, H + 2 ph, W + 2 pw, Cpad) = x (B, C, H, W) - shift (C,) channels last; the border holds
+    -shift (zero padding, shifted) and the channels past C zero; sums (B, H + 2 ph, W + 2 pw) the sums of
+    out over its channels; the B * (H + 2 ph) rows in chunks of ``chunk``, one per thread. Returns the sum
+    of x - shift (not finite when an element of x is not) and how many of its elements exceed ``limit`` in
+    magnitude."""
+    rows = x.shape[0] * out.shape[1]
+    total = 0.0
+    over = 0
+    for i in prange((rows + chunk - 1) // chunk):
+        s, k = _channels_last_rows(x, shift, ph, pw, limit, out, sums, i * chunk, min(rows, (i + 1) * chunk))
+        total += s
+        over += k
     return total, over
 
 

@@ -118,7 +118,8 @@ BROADCAST_TILES = {
     32: {"forward": {1: 8, 2: 6}, "grad_input": {1: 6, 2: 3}},
     16: {"forward": {1: 6, 2: 3}, "grad_input": {1: 3, 2: 1}},
 }
-BROADCAST_VECTORS = {32: 4, 16: 2}  # by vector registers: the most vectors of channels layout() sends to them
+# by vector registers and kind: the most vectors of channels layout() sends to the broadcast kernels
+BROADCAST_VECTORS = {32: {"forward": 4, "grad_input": 8}, 16: {"forward": 8, "grad_input": 4}}
 _BLOCK_TILES = 8  # tiles of P pixels packed per block
 _LINEAR_WIDTH = 32  # adder_linear's rows as an image of this width
 _KALIGN = 16  # packed reduction rows padded with zeros to a multiple of this (whole vectors, no remainder)
@@ -168,15 +169,12 @@ def layout(kind: str, weight_shape, stride, dtype: torch.dtype) -> str:
     """Which micro-kernel runs a call of ``kind`` in its rewritten form (min, clamp) for a weight of
     ``weight_shape`` (O, C, kh, kw) at ``stride``: "lanes" (the reduction across the vector lanes, a
     horizontal sum and a store per accumulator at its end) or "broadcast" (the channels the call writes
-    across the lanes: the forward's O, the input gradient's C; no horizontal sum). The rule, from the
-    timings in BENCHMARKS.md ("Which micro-kernel: lanes or broadcast"): broadcast when those channels fit
-    in ``BROADCAST_VECTORS`` vectors (4 with AVX-512: 64 float32; 2 with AVX2: 16 float32), except the
-    input gradient of a strided 1 x 1 kernel. Past that the broadcast kernels read each packed row once
-    per 2 vectors of channels and lose (by 27% on a 128-channel LeNet layer with AVX-512, by 17-25% on its
-    32-channel layers with AVX2, whose 16 registers hold tiles of 6 and 3 pixels); the 1 x 1 strided
-    gradient has too short a reduction (O terms) for the broadcast kernel's per-tile work. The stride-1
-    input gradient runs as a forward over the padded gradient (``cpu_codegen.GradInputStride1Arguments``),
-    whose packing copies runs of kw * O gradients where the other kernels look up each tap.
+    across the lanes: the forward's O, the input gradient's C; no horizontal sum, and at stride 1 no
+    packing). The rule, from the timings in BENCHMARKS.md ("Which micro-kernel: lanes or broadcast"):
+    broadcast when those channels fit in ``BROADCAST_VECTORS[registers][kind]`` vectors. Past that the
+    broadcast kernels read each input once per V vectors of channels and lose: with AVX-512 the forward at
+    128 channels (by 10% on a LeNet layer), with AVX2 the forward at 128 and the input gradient at 64 and
+    more (by 4-46%); below it they win by up to 45%.
 
     ``SLAC_CPU_LAYOUT`` = ``lanes`` or ``broadcast`` overrides it, for benchmarks."""
     override = os.environ.get("SLAC_CPU_LAYOUT")
@@ -184,12 +182,10 @@ def layout(kind: str, weight_shape, stride, dtype: torch.dtype) -> str:
         if override not in LAYOUTS:
             raise ValueError(f"SLAC_CPU_LAYOUT={override!r}: choose one of {LAYOUTS}")
         return override
-    o, c, kh, kw = weight_shape
+    o, c, _, _ = weight_shape
     channels = o if kind == "forward" else c
-    vectors = BROADCAST_VECTORS[_target_vector_registers()]
+    vectors = BROADCAST_VECTORS[_target_vector_registers()][kind]
     broadcast = channels <= vectors * broadcast_tile(kind, channels, dtype)[3]
-    if kind == "grad_input" and kh * kw == 1 and tuple(stride) != (1, 1):
-        broadcast = False
     return "broadcast" if broadcast else "lanes"
 
 
@@ -253,16 +249,18 @@ def _threads() -> int:
     return threads
 
 
-def _channels_last(x: Tensor, shift: Tensor, padding, channels: int) -> tuple[Tensor, float, int]:
+def _channels_last(x: Tensor, shift: Tensor, padding, channels: int) -> tuple[Tensor, Tensor, float, int]:
     """(B, C, H, W) -> (B, H + 2ph, W + 2pw, channels) holding x - shift, the border -shift, channels past
-    C zero; with the sum of x - shift (finite where x is) and how many of its magnitudes exceed
-    _CLAMP_LIMIT (``slac.ops._cpu_pack.channels_last``)."""
+    C zero; with its per-pixel sums over the channels (B, H + 2ph, W + 2pw), the sum of x - shift (finite
+    where x is) and how many of its magnitudes exceed _CLAMP_LIMIT (``slac.ops._cpu_pack.channels_last``)."""
     b, _, h, w = x.shape
     ph, pw = padding
     out = x.new_empty(b, h + 2 * ph, w + 2 * pw, channels)
+    sums = x.new_empty(b, h + 2 * ph, w + 2 * pw)
     limit = np.float32(_CLAMP_LIMIT) if x.dtype == torch.float32 else np.float64(_CLAMP_LIMIT)
-    total, over = pack.channels_last(_np(x), _np(shift), ph, pw, limit, _np(out))
-    return out, total, over
+    chunk = _chunk(b * (h + 2 * ph), 1)
+    total, over = pack.channels_last(_np(x), _np(shift), ph, pw, limit, _np(out), _np(sums), chunk)
+    return out, sums, total, over
 
 
 def adder2d_forward(
@@ -327,19 +325,22 @@ def forward_calls(
         if form is None and not _finite(operands.xsum, operands.wsum_total):
             group_form = "abs"  # min(x, w) with x = -inf would give -inf - -inf = NaN (module docstring)
             operands = _ForwardOperands.pack(xg, wg, padding, group_form)
-        if operands.broadcast:
-            name, make = broadcast_forward_name(*operands.tile), ForwardBroadcastArguments
-        else:
-            name, make = forward_name(group_form, *operands.tile), ForwardArguments
-        block = _BLOCK_TILES * operands.tile[0]
         xpad = operands.xpad
-        arguments = make(
+        common = dict(
             xpad=_np(xpad.view(b, xpad.shape[1], -1)), wp=_np(operands.weights), wsum=_np(operands.wsum),
-            out=_np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo)), total=total,
-            chunk=_chunk(total, block), wpix=xpad.shape[2], ho=ho, wo=wo, sh=stride[0], sw=stride[1],
-            dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, two=two, block=block,
+            out=_np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo)), wpix=xpad.shape[2], ho=ho, wo=wo,
+            sh=stride[0], sw=stride[1], dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, two=two,
         )  # fmt: skip
-        calls.append(KernelCall(name, arguments))
+        if operands.broadcast:  # a tile of P pixels at a time, no packing
+            arguments = ForwardBroadcastArguments(
+                **common, xsum=_np(operands.xsums), total=total, chunk=_chunk(total, operands.tile[0]),
+                block=operands.tile[0],
+            )  # fmt: skip
+            calls.append(KernelCall(broadcast_forward_name(*operands.tile), arguments))
+        else:
+            block = _BLOCK_TILES * operands.tile[0]
+            arguments = ForwardArguments(**common, total=total, chunk=_chunk(total, block), block=block)
+            calls.append(KernelCall(forward_name(group_form, *operands.tile), arguments))
     return out, calls
 
 
@@ -347,6 +348,7 @@ class _ForwardOperands(NamedTuple):
     """One group's operands in the layout of the kernel that takes them."""
 
     xpad: Tensor  # (B, Hp, Wp, C): padded channels-last input less the shift
+    xsums: Tensor  # (B, Hp, Wp): its sums over the channels
     weights: Tensor  # packed weights less the shift: (Opad, Kpad) lanes, (K, Opad) broadcast
     wsum: Tensor  # (Opad,): their sums over the reduction
     broadcast: bool
@@ -359,7 +361,7 @@ class _ForwardOperands(NamedTuple):
         og, cg, kh, kw = w.shape
         reduction = cg * kh * kw
         shift = _shift(w, form)
-        xpad, xsum, _ = _channels_last(x, shift, padding, cg)
+        xpad, xsums, xsum, _ = _channels_last(x, shift, padding, cg)
         broadcast = form == "min" and layout("forward", w.shape, None, x.dtype) == "broadcast"
         if broadcast:
             p, v, bits, lanes = broadcast_tile("forward", og, x.dtype)
@@ -370,7 +372,7 @@ class _ForwardOperands(NamedTuple):
             weights = w.new_empty(_round_up(og, tile_[1]), _round_up(reduction, _KALIGN))
             wsum = w.new_empty(weights.shape[0])
         wsum_total = pack.forward_weights(_np(w), _np(shift), broadcast, _np(weights), _np(wsum))
-        return cls(xpad, weights, wsum, broadcast, tile_, xsum, wsum_total)
+        return cls(xpad, xsums, weights, wsum, broadcast, tile_, xsum, wsum_total)
 
 
 def adder2d_grad_input(
@@ -430,15 +432,15 @@ def grad_input_calls(
             group_form == "clamp" and layout("grad_input", wg.shape, stride, input.dtype) == "broadcast"
         )
         flipped = broadcast and tuple(stride) == (1, 1) and min(reach) >= 0  # the stride-1 kernel
-        gcl, gsum, _ = _channels_last(gg, gg.new_zeros(og), reach if flipped else (0, 0), og)
+        gcl, gsums, gsum, _ = _channels_last(gg, gg.new_zeros(og), reach if flipped else (0, 0), og)
         shift = _shift(wg, group_form)
         channels = _grad_input_channels(wg, stride, input.dtype)
-        xcl, xsum, far = _channels_last(xg, shift, (0, 0), channels)
+        xcl, _, xsum, far = _channels_last(xg, shift, (0, 0), channels)
         wsum_total = float(shift.sum())  # finite where the weights are (the clamp form's shift: their means)
         if form is None and not _finite(gsum, xsum, wsum_total):
             group_form = "direct"  # the clamp form would subtract inf from inf
             shift = _shift(wg, group_form)
-            xcl, _, _ = _channels_last(xg, shift, (0, 0), channels)
+            xcl = _channels_last(xg, shift, (0, 0), channels)[0]
         elif form is None and far:
             group_form = "direct"  # inputs far from the weights: the clamp form would cancel (FORMS);
             # HT(w' - x') = HT(w - x), so the shifted operands serve the direct form as they are
@@ -446,9 +448,9 @@ def grad_input_calls(
             broadcast = False
             if flipped:  # the direct form's kernels read the gradient unpadded
                 flipped = False
-                gcl, _, _ = _channels_last(gg, gg.new_zeros(og), (0, 0), og)
+                gcl = _channels_last(gg, gg.new_zeros(og), (0, 0), og)[0]
         if flipped:
-            calls.append(_stride1_grad_input_call(gcl, xcl, wg, shift, dxg, dilation))
+            calls.append(_stride1_grad_input_call(gcl, gsums, xcl, wg, shift, dxg, dilation))
             continue
         if broadcast:
             p, v, bits, _ = broadcast_tile("grad_input", cg, input.dtype)
@@ -473,10 +475,10 @@ def grad_input_calls(
 
 
 def _stride1_grad_input_call(
-    gpad: Tensor, xcl: Tensor, weight: Tensor, shift: Tensor, dx: Tensor, dilation
+    gpad: Tensor, gsums: Tensor, xcl: Tensor, weight: Tensor, shift: Tensor, dx: Tensor, dilation
 ) -> KernelCall:
     """The broadcast clamp-form call of a stride-1 input gradient as a forward over ``gpad``, the gradient
-    channels last padded by the kernel's reach less the padding
+    channels last padded by the kernel's reach less the padding, with ``gsums`` its per-pixel sums
     (``cpu_codegen.GradInputStride1Arguments``)."""
     o, cg, kh, kw = weight.shape
     b, _, height, width = dx.shape
@@ -484,11 +486,12 @@ def _stride1_grad_input_call(
     pack.flipped_weights(_np(weight), _np(shift), _np(packed))
     p, v, bits, _ = broadcast_tile("grad_input", cg, xcl.dtype)
     zero, one, _ = _scalars(xcl)
-    total, block = b * height * width, _BLOCK_TILES * p
+    total = b * height * width
     arguments = GradInputStride1Arguments(
-        xpad=_np(gpad.view(b, gpad.shape[1], -1)), xcl=_np(xcl), wp=_np(packed), out=_np(dx.view(b, cg, -1)),
-        total=total, chunk=_chunk(total, block), wpix=gpad.shape[2], ho=height, wo=width, sh=1, sw=1,
-        dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, one=one, block=block,
+        xpad=_np(gpad.view(b, gpad.shape[1], -1)), xsum=_np(gsums), xcl=_np(xcl), wp=_np(packed),
+        out=_np(dx.view(b, cg, -1)), total=total, chunk=_chunk(total, p), wpix=gpad.shape[2],
+        ho=height, wo=width, sh=1, sw=1, dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, one=one,
+        block=p,
     )  # fmt: skip
     return KernelCall(stride1_grad_input_name(p, v, bits), arguments)
 

@@ -20,6 +20,7 @@ read, and loads and stores need no alignment.
     a = vzero(out, 512)                               # zeros, out's dtype
     w = vload(wt, k * stride + o0, 512)              # wt.flat[k * stride + o0 : ... + lanes]
     a = vadd(a, vmin(vsplat(x[t, k], 512), w))       # a += min(x[t, k], w), lane by lane
+    a = vadd(a, vmin(vbroadcast(x, t * n + k, 512), w))     # the same, x's flat element t * n + k
     vstore(out, t * stride + o0, a)
 
 ``vmin``/``vmax`` are a comparison and a select (x86's minps/maxps: the second operand where either is
@@ -37,6 +38,7 @@ __all__ = [
     "Vector",
     "prefer_512_bit_vectors",
     "vadd",
+    "vbroadcast",
     "vfma",
     "vlanes",
     "vload",
@@ -159,6 +161,25 @@ def vsplat(typingctx, value, bits):
         return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
 
     return vector(value, bits), codegen
+
+
+@intrinsic
+def vbroadcast(typingctx, array, index, bits):
+    """``array``'s flat element ``index`` (row-major, no bounds check and, unlike ``a[i]`` with a signed
+    index, no wrap-around of negative indices to test) in every lane."""
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+    if (vector := _vector_type(array.dtype, bits)) is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = builder.load(_element_pointer(context, builder, signature.args[0], args[0], args[1]))
+        vector_type = context.get_value_type(vector)
+        one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, cgutils.int32_t(0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), [0] * vector.lanes)
+        return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+
+    return vector(array, index, bits), codegen
 
 
 _FLAGS = ("contract", "reassoc", "nsz", "arcp")  # the kernels' fastmath flags, without nnan/ninf
