@@ -56,6 +56,10 @@ def infer_benchmark(models: list[str], batches: list[int], rounds: int = 7, prog
                     path = export_onnx(net, x, Path(folder) / f"{name}_{form}.onnx")
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = torch.get_num_threads()
+                    # onnxruntime's workers spin between runs by default, on the cores the next (slac) call
+                    # of the round needs: a batch-1 ResNet-20 ANN measured 17.5 ms after them against 5 ms
+                    # alone. Without spinning each runtime finds the cores free (BENCHMARKS.md).
+                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                     feed = {session.get_inputs()[0].name: x.numpy()}
 
