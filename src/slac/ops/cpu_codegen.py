@@ -516,11 +516,11 @@ def _lines(indent: int, lines) -> str:
     return "\n".join(" " * indent + line for line in lines)
 
 
-# The broadcast kernels sum each lane's terms in chunks of CHUNK, then the chunks: a lane sums the whole
-# reduction (the lanes kernels split it over their lanes), and summed in one run its rounding error would
-# grow like K eps; in chunks it grows like (CHUNK + K / CHUNK) eps, as the lanes kernels' (K / lanes + log2
-# lanes) does. One more register per accumulator; tests/test_adder_cpu.py holds the error to the direct
-# forms'.
+# The broadcast kernels sum each lane's terms in chunks, then the chunks: a lane sums the whole reduction
+# (the lanes kernels split it over their lanes), and summed in one run its rounding error would grow like
+# K eps; in chunks of CHUNK it grows like (CHUNK + K / CHUNK) eps, as the lanes kernels' (K / lanes + log2
+# lanes) does. The kernels that pack nothing (_implicit) chunk by kernel tap instead, C terms a chunk. One
+# more register per accumulator; tests/test_adder_cpu.py holds the error to the direct forms'.
 CHUNK = 16
 
 
