@@ -2,16 +2,18 @@
 
 Each kernel (``slac.ops._cpu_kernels``, written by ``slac.ops.cpu_codegen``) is compiled afresh, as the
 cpu backend would run it, for a ResNet-20 layer (the code does not depend on the layer: shapes are run-time
-values), and its x86-64 assembly is read. The hot loop is the innermost loop with the most vector
-arithmetic. For it this reports: the vector width of its arithmetic (xmm 128, ymm 256, zmm 512 bits), its
+values), and its x86-64 assembly is read: the rewritten forms in both layouts (lanes, on a 32-channel
+layer; broadcast, on a 16-channel one: ``LAYER``), the direct forms with ``--all``. The hot loop is the
+innermost loop with the most vector arithmetic (on a tie the widest, then the shortest). For it this
+reports: the vector width of its arithmetic (xmm 128, ymm 256, zmm 512 bits), its
 instructions, the arithmetic among them by mnemonic, the accumulators (registers that an add or fused
 multiply-add both reads and writes), stack accesses in the loop (spills), and the arithmetic instructions
 per accumulator step, which is the instructions per pair-vector: 2 for the forward's min form (min, add),
 3 for its absolute form (subtract, AND, add) and for the gradient's clamp form (max, min, FMA), 4 for the
 gradient's direct form. These are no timing: `slac bench adder` times the kernels.
 
-    python -m tools.asm                              # the kernels the backend picks here, float32
-    python -m tools.asm --all --dtype float64        # every form
+    python -m tools.asm                              # the rewritten forms, both layouts, float32
+    python -m tools.asm --all --dtype float64        # and the direct forms
     NUMBA_CPU_NAME=znver1 NUMBA_CPU_FEATURES="" python -m tools.asm    # as compiled for AMD Zen 1 (AVX2)
     python -m tools.asm --dump forward.s             # the whole assembly of the (last) kernel
 """
