@@ -112,10 +112,10 @@ def test_the_layout_rule(monkeypatch):
     lanes = cpu.broadcast_tile("forward", 1, f32)[3]  # 16 with AVX-512, 8 with AVX2
     vectors = cpu.BROADCAST_VECTORS[cpu._target_vector_registers()]
     most = {kind: vectors[kind] * lanes for kind in ("forward", "grad_input")}
-    assert cpu.layout("forward", (most["forward"], 128, 5, 5), (1, 1), f32) == "broadcast"
-    assert cpu.layout("forward", (most["forward"] + 1, 1, 1, 1), (1, 1), f32) == "lanes"
-    assert cpu.layout("grad_input", (128, most["grad_input"], 3, 3), (2, 2), f32) == "broadcast"
-    assert cpu.layout("grad_input", (1, most["grad_input"] + 1, 3, 3), (1, 1), f32) == "lanes"
+    assert cpu.layout("forward", (most["forward"], 128, 5, 5), f32) == "broadcast"
+    assert cpu.layout("forward", (most["forward"] + 1, 1, 1, 1), f32) == "lanes"
+    assert cpu.layout("grad_input", (128, most["grad_input"], 3, 3), f32) == "broadcast"
+    assert cpu.layout("grad_input", (1, most["grad_input"] + 1, 3, 3), f32) == "lanes"
     x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3)
     conv = ((1, 1), (1, 1), (1, 1), 1)
     assert "broadcast" in cpu.forward_calls(x, w, *conv)[1][0].name
@@ -124,7 +124,7 @@ def test_the_layout_rule(monkeypatch):
     assert "clamp_broadcast" in cpu.grad_input_calls(torch.randn(2, 16, 12, 12), x, w, *padded)[1][0].name
     monkeypatch.setenv("SLAC_CPU_LAYOUT", "columns")
     with pytest.raises(ValueError, match="SLAC_CPU_LAYOUT='columns'"):
-        cpu.layout("forward", (16, 16, 3, 3), (1, 1), f32)
+        cpu.layout("forward", (16, 16, 3, 3), f32)
 
 
 @pytest.mark.parametrize("layout", cpu.LAYOUTS)
@@ -182,6 +182,35 @@ def test_both_layouts_hold_the_bound(layout, use_layout):
     chunks (cpu_codegen.CHUNK), within the same bound."""
     use_layout(layout)
     test_rewritten_forms_hold_when_inputs_and_weights_share_an_offset(20.0)
+
+
+@pytest.mark.parametrize("layout", cpu.LAYOUTS)
+def test_long_channel_reductions_hold_the_bound(layout, use_layout):
+    """A 1x1 layer of many input channels and few outputs (one kernel tap: the broadcast kernels' chunks
+    are then the only thing between the sum and a K eps error) and the linear form, with inputs and weights
+    sharing an offset of 20: the rewritten forms within REWRITTEN_ERROR_FACTOR of the direct forms."""
+    use_layout(layout)
+    torch.manual_seed(0)
+    x = 20 + 0.5 * torch.randn(2, 512, 4, 4)
+    w = 20 + 0.5 * torch.randn(32, 512, 1, 1)
+    geometry = ((1, 1), (0, 0), (1, 1), 1)
+    y64 = functional.adder2d(x.double(), w.double(), None, backend="reference")
+    gy = torch.randn_like(y64)
+    _, dx64 = _reference(x.double(), w.double(), (1, 0, 1, 1), gy)
+    errors = {}
+    for forms in (("min", "clamp"), ("abs", "direct")):
+        y = cpu.adder2d_forward(x, w, *geometry, form=forms[0])
+        dx = cpu.adder2d_grad_input(gy.float(), x, w, *geometry, form=forms[1])
+        errors[forms] = ((y.double() - y64).abs().max().item(), (dx.double() - dx64).abs().max().item())
+    for kind, r, d in zip(
+        ("forward", "grad input"), errors["min", "clamp"], errors["abs", "direct"], strict=True
+    ):
+        assert r <= REWRITTEN_ERROR_FACTOR * d + 1e-6, (kind, r, d)
+    rows, weights = 20 + 0.5 * torch.randn(64, 4096), 20 + 0.5 * torch.randn(10, 4096)
+    exact = -(rows.double()[:, None] - weights.double()[None]).abs().sum(-1)
+    rewritten = (cpu.linear_forward(rows, weights).double() - exact).abs().max().item()
+    direct = (functional.adder_linear(rows, weights, backend="reference").double() - exact).abs().max().item()
+    assert rewritten <= REWRITTEN_ERROR_FACTOR * direct, (rewritten, direct)
 
 
 def test_channels_last_packing():

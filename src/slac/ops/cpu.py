@@ -1,14 +1,16 @@
 """Fast adder operator for x86-64 CPUs: numba-compiled, register-blocked micro-kernels.
 
-No unfolded (im2col) input is ever built. The forward reads a zero-padded channels-last copy of the
-input and packs one block of output pixels at a time (each pixel's receptive field one contiguous row;
-8 tiles' worth of pixels, at most 74 KiB on ResNet-20, in cache); the input gradient packs, per block of
-input pixels, the upstream gradients that reach each pixel (at stride 1 as a forward over the padded
-gradient, kernel flipped). A tile then runs over the whole reduction with its accumulators in vector
-registers, in one of two layouts (``layout`` chooses): "lanes", P packed rows times Q weight rows with the
-reduction across the lanes, and "broadcast", P packed rows times V vectors of channels, for layers whose
-channels fit in a few vectors (``slac.ops.cpu_codegen`` writes both; docs/DESIGN.md, "Two layouts of the
-micro-kernel"):
+No unfolded (im2col) input is ever built. The kernels read a zero-padded channels-last copy of the input
+(and of the upstream gradient), and a tile runs over the whole reduction with its accumulators in vector
+registers, in one of two layouts (``layout`` chooses; ``slac.ops.cpu_codegen`` writes both;
+docs/DESIGN.md, "Two layouts of the micro-kernel"). "lanes": P packed rows times Q weight rows with the
+reduction across the lanes; the forward packs a block of output pixels at a time (each pixel's receptive
+field one contiguous row; 8 tiles' worth, at most 74 KiB on ResNet-20, in cache), the input gradient per
+block of input pixels the upstream gradients that reach each pixel. "broadcast", for layers whose
+channels fit in a few vectors: P pixels times V vectors of channels; the forward reads its inputs in
+place, and so does the stride-1 input gradient, run as a forward over the padded gradient with the kernel
+flipped (where the padding is within the kernel's reach; otherwise it packs per residue class like the
+lanes kernels):
 
     forward      Y[b, o, p]    = -sum_k |X[p, k] - W[o, k]|
                                = 2 sum_k min(X[p, k], W[o, k]) - sum_k X[p, k] - sum_k W[o, k]
@@ -24,8 +26,8 @@ weights, which leaves |x - w| and HT(w - x) unchanged and makes the summed terms
 differences (the comment at ``FORMS`` gives the error bound and how it is tested).
 Inputs or weights that are not finite take the direct forms, which propagate inf and NaN the way the
 reference does in the forward (min(x, w) with x = -inf would give -inf - -inf = NaN). The passes that
-pack the operands (``slac.ops._cpu_pack``, numba) return what these choices need, so no torch operator
-runs around a kernel beyond allocating its result.
+pack the operands (``slac.ops._cpu_pack``, numba) return what these choices need, so the torch operators
+left around a kernel allocate (and, for a strided 1 x 1 input gradient, zero and scatter) its result.
 
 The weight gradient's first term is the convolution weight gradient, a GEMM that torch hands to oneDNN
 (or to its BLAS in float64); only the correction is added here. Work is split over
@@ -95,10 +97,10 @@ __all__ = [
 # kernels").
 # The clamp form has one more cancellation: its terms are of the size of |x'| where the direct form's are at
 # most 1 (HT clips), so its error grows like eps |x'| sum |g| when inputs sit far from the weights (inputs
-# of 100, weights near 0), shared offset or not. A group whose max |x'| exceeds _CLAMP_LIMIT takes the
-# direct form (one pass over the input to decide). In the direct form a tap that reaches no output pixel
-# still multiplies a zero gradient by HT(w - x), so a NaN input or weight there gives NaN where the
-# reference gives 0; finite values are exact.
+# of 100, weights near 0), shared offset or not. A group with an |x'| above _CLAMP_LIMIT takes the
+# direct form (counted in the pass that packs the shifted input). In the direct form a tap that reaches no
+# output pixel still multiplies a zero gradient by HT(w - x), so a NaN input or weight there gives NaN
+# where the reference gives 0; finite values are exact.
 FORMS = {"forward": ("min", "abs"), "grad_input": ("clamp", "direct")}
 _CLAMP_LIMIT = 16.0
 # (P, Q, vector bits) per kernel by vector registers of the target. AVX-512 (32 registers): the forward's
@@ -165,16 +167,17 @@ def tile(kind: str) -> tuple[int, int, int]:
 LAYOUTS = ("lanes", "broadcast")
 
 
-def layout(kind: str, weight_shape, stride, dtype: torch.dtype) -> str:
+def layout(kind: str, weight_shape, dtype: torch.dtype) -> str:
     """Which micro-kernel runs a call of ``kind`` in its rewritten form (min, clamp) for a weight of
-    ``weight_shape`` (O, C, kh, kw) at ``stride``: "lanes" (the reduction across the vector lanes, a
+    ``weight_shape`` (O, C, kh, kw) in ``dtype``: "lanes" (the reduction across the vector lanes, a
     horizontal sum and a store per accumulator at its end) or "broadcast" (the channels the call writes
-    across the lanes: the forward's O, the input gradient's C; no horizontal sum, and at stride 1 no
-    packing). The rule, from the timings in BENCHMARKS.md ("Which micro-kernel: lanes or broadcast"):
-    broadcast when those channels fit in ``BROADCAST_VECTORS[registers][kind]`` vectors. Past that the
-    broadcast kernels read each input once per V vectors of channels and lose: with AVX-512 the forward at
-    128 channels (by 10% on a LeNet layer), with AVX2 the forward at 128 and the input gradient at 64 and
-    more (by 4-46%); below it they win by up to 45%.
+    across the lanes: the forward's O, the input gradient's C; no horizontal sum, and no packing in the
+    forward and, where the padding is within the kernel's reach, the stride-1 input gradient). The rule,
+    from the timings in BENCHMARKS.md ("Which micro-kernel: lanes or broadcast"): broadcast when those
+    channels fit in ``BROADCAST_VECTORS[registers][kind]`` vectors. Past that the broadcast kernels read
+    each input once per V vectors of channels and lose: with AVX-512 the forward at 128 channels (by 10%
+    on a LeNet layer), with AVX2 the forward at 128 and the input gradient at 64 and more (by 4-46%);
+    below it they win by up to 45%.
 
     ``SLAC_CPU_LAYOUT`` = ``lanes`` or ``broadcast`` overrides it, for benchmarks."""
     override = os.environ.get("SLAC_CPU_LAYOUT")
@@ -295,6 +298,11 @@ class KernelCall(NamedTuple):
         getattr(kernels, self.name + "_threads")(*self.arguments)  # numba sees the values, positional
 
 
+def _rows(t: Tensor) -> Tensor:
+    """(B, H, W, C) -> (B, H, W * C): a channels-last copy, each image row flattened (a batch of 0 too)."""
+    return t.view(t.shape[0], t.shape[1], t.shape[2] * t.shape[3])
+
+
 def _run(result: Tensor, calls: list[KernelCall]) -> Tensor:
     for call in calls:
         call.run()
@@ -327,7 +335,7 @@ def forward_calls(
             operands = _ForwardOperands.pack(xg, wg, padding, group_form)
         xpad = operands.xpad
         common = dict(
-            xpad=_np(xpad.view(b, xpad.shape[1], -1)), wp=_np(operands.weights), wsum=_np(operands.wsum),
+            xpad=_np(_rows(xpad)), wp=_np(operands.weights), wsum=_np(operands.wsum),
             out=_np(out[:, g * og : (g + 1) * og].view(b, og, ho * wo)), wpix=xpad.shape[2], ho=ho, wo=wo,
             sh=stride[0], sw=stride[1], dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, two=two,
         )  # fmt: skip
@@ -362,7 +370,7 @@ class _ForwardOperands(NamedTuple):
         reduction = cg * kh * kw
         shift = _shift(w, form)
         xpad, xsums, xsum, _ = _channels_last(x, shift, padding, cg)
-        broadcast = form == "min" and layout("forward", w.shape, None, x.dtype) == "broadcast"
+        broadcast = form == "min" and layout("forward", w.shape, x.dtype) == "broadcast"
         if broadcast:
             p, v, bits, lanes = broadcast_tile("forward", og, x.dtype)
             weights, tile_ = w.new_empty(reduction, _round_up(og, v * lanes)), (p, v, bits)
@@ -428,13 +436,11 @@ def grad_input_calls(
         )
         dxg = dx[:, g * cg : (g + 1) * cg]
         group_form = form or "clamp"
-        broadcast = (
-            group_form == "clamp" and layout("grad_input", wg.shape, stride, input.dtype) == "broadcast"
-        )
+        broadcast = group_form == "clamp" and layout("grad_input", wg.shape, input.dtype) == "broadcast"
         flipped = broadcast and tuple(stride) == (1, 1) and min(reach) >= 0  # the stride-1 kernel
         gcl, gsums, gsum, _ = _channels_last(gg, gg.new_zeros(og), reach if flipped else (0, 0), og)
         shift = _shift(wg, group_form)
-        channels = _grad_input_channels(wg, stride, input.dtype)
+        channels = _grad_input_channels(wg, input.dtype)
         xcl, _, xsum, far = _channels_last(xg, shift, (0, 0), channels)
         wsum_total = float(shift.sum())  # finite where the weights are (the clamp form's shift: their means)
         if form is None and not _finite(gsum, xsum, wsum_total):
@@ -488,21 +494,21 @@ def _stride1_grad_input_call(
     zero, one, _ = _scalars(xcl)
     total = b * height * width
     arguments = GradInputStride1Arguments(
-        xpad=_np(gpad.view(b, gpad.shape[1], -1)), xsum=_np(gsums), xcl=_np(xcl), wp=_np(packed),
-        out=_np(dx.view(b, cg, -1)), total=total, chunk=_chunk(total, p), wpix=gpad.shape[2],
+        xpad=_np(_rows(gpad)), xsum=_np(gsums), xcl=_np(xcl), wp=_np(packed),
+        out=_np(dx.view(b, cg, height * width)), total=total, chunk=_chunk(total, p), wpix=gpad.shape[2],
         ho=height, wo=width, sh=1, sw=1, dh=dilation[0], dw=dilation[1], kh=kh, kw=kw, zero=zero, one=one,
         block=p,
     )  # fmt: skip
     return KernelCall(stride1_grad_input_name(p, v, bits), arguments)
 
 
-def _grad_input_channels(weight: Tensor, stride, dtype: torch.dtype) -> int:
+def _grad_input_channels(weight: Tensor, dtype: torch.dtype) -> int:
     """The channels of the input's channels-last copy: whole blocks of Q for the lanes kernels (which
     read those) and, where the broadcast kernel may take the call, a whole number of its V vectors (which
     it reads all of): either kernel can take the copy once the form is known."""
     cg = weight.shape[1]
     channels = _round_up(cg, tile("grad_input")[1])
-    if layout("grad_input", weight.shape, stride, dtype) == "broadcast":
+    if layout("grad_input", weight.shape, dtype) == "broadcast":
         _, v, _, lanes = broadcast_tile("grad_input", cg, dtype)
         channels = _round_up(channels, v * lanes)
     return channels

@@ -7,7 +7,8 @@ of the packed weights (channels), ``P * Q`` scalar accumulators, the reduction c
 Writing ``P * Q`` accumulators by hand is what this generator does; the tiles are chosen per instruction
 set (``slac.ops.cpu.TILES``), each in a 256-bit and a 512-bit variant (the latter asks LLVM for zmm
 registers, ``slac.ops.numba_extras``), and each kernel has a ``_threads`` twin that runs it over the
-threads. Their arguments are named once per kind of kernel (``KernelKind``: ``FORWARD``, ``GRAD_INPUT``):
+threads. Their arguments are named once per kind of kernel (``KernelKind``: ``FORWARD``, ``GRAD_INPUT``,
+``FORWARD_BROADCAST``, ``GRAD_INPUT_BROADCAST``, ``GRAD_INPUT_STRIDE1``):
 both parameter lists are written from those names and ``slac.ops.cpu`` fills them by name. The other
 layout, channels across the lanes with broadcast operands and no horizontal sums, LLVM does not form
 from scalar code (written that way, the loop vectorizer vectorizes the reduction with gathers and the
@@ -114,10 +115,10 @@ class GradInputArguments(NamedTuple):
 
 
 class ForwardBroadcastArguments(NamedTuple):
-    """A broadcast forward kernel's ``_threads`` arguments. It packs nothing: a tile of P pixels of one
-    output row reads its inputs from the padded channels-last copy directly (one pointer per pixel), the
-    weights packed one row per reduction index with the output channels along it, and the inputs' sums
-    over each receptive field from the copy's per-pixel channel sums."""
+    """A broadcast forward kernel's ``_threads`` arguments. It packs nothing: a tile of P consecutive output
+    pixels (of the flattened batch) reads its inputs from the padded channels-last copy directly (one
+    pointer per pixel), the weights packed one row per reduction index with the output channels along it,
+    and the inputs' sums over each receptive field from the copy's per-pixel channel sums."""
 
     xpad: np.ndarray  # (B, Hp, Wp * C): padded channels-last input less the shift, each row flattened
     xsum: np.ndarray  # (B, Hp, Wp): its sums over the channels, per pixel
@@ -237,7 +238,7 @@ class KernelKind:
     scalars: the names exist here, for the generator and the callers."""
 
     name: str  # "forward" or "grad_input"
-    arguments: type[ForwardArguments] | type[GradInputArguments]
+    arguments: type[Arguments]
     scratch: tuple[Scratch, ...]
 
     def __post_init__(self):
@@ -519,8 +520,9 @@ def _lines(indent: int, lines) -> str:
 # The broadcast kernels sum each lane's terms in chunks, then the chunks: a lane sums the whole reduction
 # (the lanes kernels split it over their lanes), and summed in one run its rounding error would grow like
 # K eps; in chunks of CHUNK it grows like (CHUNK + K / CHUNK) eps, as the lanes kernels' (K / lanes + log2
-# lanes) does. The kernels that pack nothing (_implicit) chunk by kernel tap instead, C terms a chunk. One
-# more register per accumulator; tests/test_adder_cpu.py holds the error to the direct forms'.
+# lanes) does. The kernels that pack nothing (_implicit) chunk each kernel tap's channels so (a chunk
+# never spans two taps). One more register per accumulator; tests/test_adder_cpu.py holds the error to
+# the direct forms', on 1x1 layers of many channels and the linear form too.
 CHUNK = 16
 
 
@@ -533,8 +535,8 @@ def _implicit(kind: str, P: int, V: int, bits: int) -> str:
     """The broadcast kernels that pack nothing: ``kind`` "forward" (min form, ``ForwardBroadcastArguments``)
     or "stride1" (the stride-1 input gradient's clamp form, ``GradInputStride1Arguments``). Tiles of P
     consecutive pixels of the flattened (B, Ho, Wo) (a tile may span rows and images; past the range's end
-    the last pixel again) times V vectors of channels; per kernel tap (i, j) a chunk of C reduction indices
-    (``CHUNK``'s role), each a weight row and the P pixels' inputs broadcast from the padded copy, read in
+    the last pixel again) times V vectors of channels; per kernel tap (i, j) its C reduction indices in
+    chunks of ``CHUNK``, each a weight row and the P pixels' inputs broadcast from the padded copy, read in
     place. Each pixel's position is counted on from the previous one, no division per pixel."""
     tiles = [(p, v) for p in range(P) for v in range(V)]
     if kind == "forward":
@@ -581,8 +583,9 @@ def {name}({", ".join(params)}):  # pragma: no cover - compiled
 {_block(12, fill(setup[0]) if setup else [])}{_block(12, fill("a{p}{v} = vzero(wp, " + str(bits) + ")"))}            for i in range(kh):
                 for j in range(kw):
                     k0 = (i * kw + j) * c
-{_block(20, [f"base{p} = ((pb{p} * hp + py{p} * sh + i * dh) * wpix + px{p} * sw + j * dw) * c" for p in range(P)])}{_block(20, fill("c{p}{v} = vzero(wp, " + str(bits) + ")"))}                    for e in range(c):
-{_block(24, [f"w{v} = vload(wp, (k0 + e) * opad + o0 + {v} * lanes, {bits})" for v in range(V)])}{_block(24, [f"x{p} = vbroadcast(xpad, base{p} + e, {bits})" for p in range(P)])}{_block(24, fill(step))}{_block(20, fill("a{p}{v} = vadd(a{p}{v}, c{p}{v})"))}{_block(12, [f"vstore(ot, {p} * opad + o0 + {v} * lanes, " + result.format(p=p, v=v) + ")" for p, v in tiles])}        for o in range(o_dim):
+{_block(20, [f"base{p} = ((pb{p} * hp + py{p} * sh + i * dh) * wpix + px{p} * sw + j * dw) * c" for p in range(P)])}                    for e0 in range(0, c, {CHUNK}):
+{_block(24, fill("c{p}{v} = vzero(wp, " + str(bits) + ")"))}                        for e in range(e0, min(e0 + {CHUNK}, c)):
+{_block(28, [f"w{v} = vload(wp, (k0 + e) * opad + o0 + {v} * lanes, {bits})" for v in range(V)])}{_block(28, [f"x{p} = vbroadcast(xpad, base{p} + e, {bits})" for p in range(P)])}{_block(28, fill(step))}{_block(24, fill("a{p}{v} = vadd(a{p}{v}, c{p}{v})"))}{_block(12, [f"vstore(ot, {p} * opad + o0 + {v} * lanes, " + result.format(p=p, v=v) + ")" for p, v in tiles])}        for o in range(o_dim):
 {_block(12, ["ws = wsum[o]"] if kind == "forward" else [])}{_block(12, [f"if t + {p} < stop:" + chr(10) + " " * 16 + write.format(p=p) for p in range(P)])}"""
 
 

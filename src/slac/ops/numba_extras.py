@@ -14,8 +14,8 @@ variables; LLVM keeps them in vector registers, so a loop written with them is t
 lane for lane. That is how the broadcast micro-kernels are written (``slac.ops.cpu_codegen``): their
 layout (output channels across the lanes, one operand broadcast) is one LLVM's vectorizers do not form
 from scalar code. A vector's width is given in bits (a literal: 256 or 512) and its lanes follow from the
-array's dtype (512 bits: 16 float32 or 8 float64); the arrays must be C-contiguous along the last axis
-read, and loads and stores need no alignment.
+array's dtype (512 bits: 16 float32 or 8 float64); loads and stores index an array's data by flat element,
+so they take C-contiguous arrays only (others find no matching signature), and need no alignment.
 
     a = vzero(out, 512)                               # zeros, out's dtype
     w = vload(wt, k * stride + o0, 512)              # wt.flat[k * stride + o0 : ... + lanes]
@@ -86,6 +86,11 @@ def _vector_type(dtype, bits) -> Vector | None:
     return Vector(dtype, bits.literal_value // dtype.bitwidth)
 
 
+def _flat(array) -> bool:
+    """An array whose flat element i is data[i]: C-contiguous."""
+    return isinstance(array, types.Array) and array.layout == "C"
+
+
 def _element_pointer(context, builder, array_type, array, index):
     data = context.make_array(array_type)(context, builder, array).data
     return builder.gep(data, [index], inbounds=True)
@@ -118,7 +123,7 @@ def vzero(typingctx, array, bits):
 @intrinsic
 def vload(typingctx, array, index, bits):
     """The lanes of ``array``'s data from flat element ``index`` on (row-major, no bounds check)."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+    if not _flat(array) or not isinstance(index, types.Integer):
         return None
     if (vector := _vector_type(array.dtype, bits)) is None:
         return None
@@ -134,7 +139,7 @@ def vload(typingctx, array, index, bits):
 @intrinsic
 def vstore(typingctx, array, index, value):
     """Stores ``value``'s lanes into ``array``'s data from flat element ``index`` on."""
-    if not isinstance(array, types.Array) or not isinstance(value, Vector) or value.dtype != array.dtype:
+    if not _flat(array) or not isinstance(value, Vector) or value.dtype != array.dtype:
         return None
     if not isinstance(index, types.Integer):
         return None
@@ -167,7 +172,7 @@ def vsplat(typingctx, value, bits):
 def vbroadcast(typingctx, array, index, bits):
     """``array``'s flat element ``index`` (row-major, no bounds check and, unlike ``a[i]`` with a signed
     index, no wrap-around of negative indices to test) in every lane."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+    if not _flat(array) or not isinstance(index, types.Integer):
         return None
     if (vector := _vector_type(array.dtype, bits)) is None:
         return None

@@ -38,8 +38,8 @@ the entries that are not finite again in the direct form, from the unshifted x a
 kernel gave before the clamp form (the reference's values for inf inputs, weights and gradients; a NaN
 difference w - x clamps to -1, where the reference gives NaN). That check is one reduction per program,
 and the direct form runs only in tiles that hold a non-finite entry, so there is no host sync: the cpu
-backend's choice per call, ``torch.isfinite(t.sum())`` of each tensor, would cost three reductions and a
-host sync per call on a GPU (and is not allowed while a CUDA graph is captured). A step with inf gradients
+backend's choice per call (is the sum of each tensor finite), would cost three reductions and a host
+sync per call on a GPU (and is not allowed while a CUDA graph is captured). A step with inf gradients
 (a loss-scaler overflow) runs both forms in the tiles that they reach.
 
 Both kernels are loops of rank-1 updates: for each tap (i, j) and channel, a column of BLOCK_M pixels and a
