@@ -24,6 +24,7 @@ def load_script(name: str):
 
 study = load_script("fashion_resnet20_study")
 reporting = load_script("fashion_resnet20_report")
+converged = load_script("fashion_resnet20_converged")
 
 
 def test_the_epochs_rule():
@@ -250,3 +251,44 @@ def test_the_time_left_uses_each_arms_kept_epochs(tmp_path):
     _fabricate(records, "main", "linear", "ann", 0, 91.0, 91.0, 2)
     # the SLAC-ANN is costed as the kept ANN before its own first run
     assert study.remaining_minutes(planner, runs, records) == pytest.approx(9.6 + 9.6 + 12.0)
+
+
+def test_the_converged_studys_epochs_rule():
+    # 720 / (10 * 2.6) = 27.7: 27 epochs; capped at 100; over budget is refused.
+    assert converged.epochs_rule(2.6) == 27
+    assert converged.epochs_rule(0.1) == 100
+    assert converged.epochs_rule(7.2) == 10 and converged.epochs_rule(7.3) == 9
+    with pytest.raises(SystemExit, match="over the budget"):
+        converged.epochs_rule(100.0)
+
+
+def test_the_converged_studys_plan_follows_its_protocol():
+    assert [r.key for r in converged.plan(None, converged.PHASES)] == ["cost/resnet20_ann_linear_seed100"]
+    runs = converged.plan(27, converged.PHASES)
+    keys = [r.key for r in runs]
+    assert keys[:3] == [
+        "cost/resnet20_ann_linear_seed100",
+        "pilot/resnet20_ann_linear_seed100_27ep",
+        "pilot/resnet20_ann_linear_seed100_54ep",
+    ]
+    assert [r.overrides["epochs"] for r in runs[:3]] == [1, 27, 54]
+    assert keys[3:5] == ["main/resnet20_ann_linear_seed0", "main/resnet20_ann_slac_seed0"]
+    assert keys[-4:] == ["main/resnet20_ann_slac_seed4", "main/resnet20_cnn_linear_seed0",
+                         "main/resnet20_cnn_linear_seed1", "main/resnet20_cnn_linear_seed2"]  # fmt: skip
+    assert len(keys) == 1 + 2 + 10 + 3
+    assert {r.overrides["epochs"] for r in runs[3:]} == {27}
+    assert {r.seed for r in runs[:3]} == {100} and {r.seed for r in runs[3:]} <= {0, 1, 2, 3, 4}
+
+
+def test_the_converged_studys_epochs_and_pilot_distance_from_records(tmp_path):
+    assert converged.study_epochs(None, tmp_path) is None
+    _fabricate(tmp_path, "cost", "linear", "ann", 100, 91.0, 90.0, 1)  # one epoch of (60 + 12) s
+    epochs = converged.study_epochs(None, tmp_path)
+    fixed = json.loads((tmp_path / "study.json").read_text())
+    assert epochs == fixed["epochs"] == converged.epochs_rule(1.2) == 60  # 720 / (10 * 1.2)
+    assert fixed["probe_machine"] == [{"cpu": "Test CPU", "extensions": ["avx2"], "threads": 2}]
+    assert converged.pilot_distance(epochs, tmp_path) is None
+    for length, final in ((epochs, 93.1), (2 * epochs, 93.3)):
+        run = _fabricate(tmp_path, "pilot", "linear", "ann", 100, final, final, 2)
+        run.rename(run.with_name(f"{run.name}_{length}ep"))
+    assert converged.pilot_distance(epochs, tmp_path) == pytest.approx(0.2)
